@@ -1,0 +1,145 @@
+# libgreen - one non-recursive Makefile. `make help` lists the targets.
+#
+# MODE=release (default, -O2 -g, objects in build/), MODE=debug (-O0,
+# build/debug/) or MODE=asan (ASan + UBSan, build/asan/). The shipped
+# object is always build/libgreen.so from the release mode.
+
+MODE ?= release
+CC ?= gcc
+PYTHON ?= /usr/bin/python3
+
+ifeq ($(MODE),release)
+  B := build
+  MODE_CFLAGS := -O2 -g
+else ifeq ($(MODE),debug)
+  B := build/debug
+  MODE_CFLAGS := -O0 -g3
+else ifeq ($(MODE),asan)
+  B := build/asan
+  MODE_CFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
+                 -fno-sanitize-recover=undefined
+  MODE_LDFLAGS := -fsanitize=address,undefined
+else
+  $(error MODE must be release, debug or asan (got '$(MODE)'))
+endif
+
+WARN := -Wall -Wextra -Wshadow -Wpointer-arith -Wcast-align=strict \
+        -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter \
+        -Wformat=2 -Werror=implicit-function-declaration
+CFLAGS := -std=gnu11 -fPIC -fvisibility=hidden -I. \
+          -pthread $(WARN) $(MODE_CFLAGS) $(EXTRA_CFLAGS)
+LDLIBS := -lev -lm -ldl -pthread
+
+HUB_SRCS := hub/hub.c hub/stack.c hub/wait.c hub/ctx_x86_64.S
+PRELOAD_SRCS := preload/real.c preload/fdtab.c preload/io.c preload/sock.c \
+                preload/poll.c preload/sleep.c preload/fd.c
+PARSER_SRCS := server/http_parse.c
+
+obj = $(patsubst %.S,$(B)/obj/%.o,$(patsubst %.c,$(B)/obj/%.o,$(1)))
+HUB_OBJS := $(call obj,$(HUB_SRCS))
+PRELOAD_OBJS := $(call obj,$(PRELOAD_SRCS))
+PARSER_OBJS := $(call obj,$(PARSER_SRCS))
+
+HUB_TESTS := $(patsubst tests/hub/%.c,$(B)/tests/hub/%,$(wildcard tests/hub/test_*.c))
+PRELOAD_TESTS := $(patsubst tests/preload/%.c,$(B)/tests/preload/%,$(wildcard tests/preload/test_*.c))
+SERVER_TESTS := $(patsubst tests/server/%.c,$(B)/tests/server/%,$(wildcard tests/server/test_*.c))
+UNIT_TESTS := $(HUB_TESTS) $(PRELOAD_TESTS) $(SERVER_TESTS)
+
+.PHONY: all help deps test unit asan check-unit integration bench \
+        bench-switch run fuzz clean
+.DEFAULT_GOAL := all
+
+all: $(B)/libgreen.so
+
+help:
+	@echo "make              build build/libgreen.so (-O2 -g)"
+	@echo "make run          install what is missing, build, serve examples/ on 127.0.0.1:8000"
+	@echo "make test         install what is missing, build, run every test (C, ASan, pytest)"
+	@echo "make unit         the C unit tests of MODE (default release)"
+	@echo "make asan         the C unit tests under AddressSanitizer + UBSan"
+	@echo "make integration  the pytest suite against build/libgreen.so"
+	@echo "make bench-switch ns per green thread switch"
+	@echo "make bench        every benchmark"
+	@echo "make fuzz         fuzz the HTTP parser (FUZZ_SECONDS, default 60)"
+	@echo "make clean        remove build/"
+	@echo "MODE=release|debug|asan picks the build flavour (objects under build/)"
+
+deps:
+	@scripts/install-deps
+
+# ---- objects and the shared object --------------------------------------
+
+$(B)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(B)/obj/%.o: %.S
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(B)/libgreen.so: $(HUB_OBJS) $(PRELOAD_OBJS) preload/libgreen.map
+	$(CC) -shared $(MODE_LDFLAGS) -Wl,--version-script=preload/libgreen.map \
+	    -Wl,-z,defs -Wl,-z,now -o $@ $(HUB_OBJS) $(PRELOAD_OBJS) $(LDLIBS)
+
+# ---- C unit tests --------------------------------------------------------
+# hub tests link the hub alone; preload tests link hub + preload into the
+# test program itself, so its read() is ours exactly as under LD_PRELOAD.
+
+$(B)/tests/hub/%: tests/hub/%.c $(HUB_OBJS) tests/check.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(MODE_LDFLAGS) $< $(HUB_OBJS) -o $@ $(LDLIBS)
+
+$(B)/tests/preload/%: tests/preload/%.c $(HUB_OBJS) $(PRELOAD_OBJS) tests/check.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(MODE_LDFLAGS) $< $(HUB_OBJS) $(PRELOAD_OBJS) -o $@ $(LDLIBS)
+
+$(B)/tests/server/%: tests/server/%.c $(PARSER_OBJS) tests/check.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(MODE_LDFLAGS) $< $(PARSER_OBJS) -o $@ $(LDLIBS)
+
+# The ucontext fallback of hub/ctx.h, built and tested once so it stays alive.
+$(B)/tests/hub/ucontext_switch: tests/hub/test_switch.c $(HUB_SRCS) tests/check.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(MODE_LDFLAGS) -DHUB_CTX_UCONTEXT tests/hub/test_switch.c \
+	    $(filter %.c,$(HUB_SRCS)) -o $@ $(LDLIBS)
+
+unit: $(UNIT_TESTS) $(B)/tests/hub/ucontext_switch $(B)/libgreen.so
+	@scripts/run-unit-tests $(B) $(UNIT_TESTS) $(B)/tests/hub/ucontext_switch
+
+asan:
+	@$(MAKE) --no-print-directory MODE=asan unit
+
+# ---- everything --------------------------------------------------------
+
+test: deps
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory MODE=asan unit
+	@tests/preload/test_exports.sh build/libgreen.so
+	@$(MAKE) --no-print-directory integration
+
+integration: $(B)/libgreen.so
+	LIBGREEN_SO=$(abspath build/libgreen.so) $(PYTHON) -m pytest -q tests/integration
+
+# ---- benchmarks, fuzzing, running -----------------------------------------
+
+$(B)/bench/%: scripts/bench/%.c $(HUB_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(HUB_OBJS) -o $@ $(LDLIBS)
+
+bench-switch: $(B)/bench/bench_switch
+	@$(B)/bench/bench_switch
+
+bench: bench-switch
+
+fuzz:
+	@scripts/fuzz-http-parse
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	@echo "examples/ not served yet: the WSGI server is issue 3"
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)

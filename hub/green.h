@@ -1,0 +1,204 @@
+/* hub/green.h - the public API of the hub: green threads on a libev loop.
+ *
+ * One hub per OS thread, created on first use. A hub owns a libev loop, a
+ * run queue and the green threads spawned on that OS thread. Green threads
+ * are cooperative: one runs at a time per hub, and it runs until it parks
+ * (waits for an fd, a timer, a wait queue), yields or returns.
+ *
+ * The OS thread's own stack is the "hub context": it runs the scheduler
+ * (green_hub_run) and libev callbacks, and it is never a green thread.
+ * green_current() is NULL there and on every OS thread without a hub.
+ *
+ * Conventions: functions return 0 or a count on success and -1 with errno
+ * on failure, and leave errno alone on success. "Switches" marks a function
+ * that may park the caller and run other green threads before it returns.
+ * Times are in seconds (double); a negative timeout means "no deadline".
+ * This layer knows nothing of Python or HTTP.
+ */
+#ifndef LIBGREEN_HUB_GREEN_H
+#define LIBGREEN_HUB_GREEN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define GREEN_API __attribute__((visibility("hidden")))
+
+struct green;
+struct hub;
+
+typedef void (*green_fn)(void *arg);
+
+/* The green thread running on this OS thread, or NULL in the hub context
+ * and on OS threads without a hub. A single TLS load: the interposed calls
+ * test it first, so it must stay this cheap. */
+extern __thread struct green *hub_tls_current
+    __attribute__((tls_model("initial-exec"), visibility("hidden")));
+static inline struct green *green_current(void) { return hub_tls_current; }
+
+/* ---- hubs ------------------------------------------------------------- */
+
+/* The hub of the calling OS thread, created on first call (libev loop,
+ * cross-thread wake-up, alternate signal stack for overflow reports).
+ * Returns NULL with errno (ENOMEM, EMFILE) if it cannot be created. */
+GREEN_API struct hub *green_hub(void);
+
+/* The calling OS thread's hub if it has one, else NULL. Never creates. */
+GREEN_API struct hub *green_hub_peek(void);
+
+/* Runs the scheduler in the hub context until done(arg) returns nonzero:
+ * runs ready green threads, then waits for events. done is checked after
+ * every round. Must be called outside any green thread (EPERM otherwise).
+ * Returns 0, or -1 with errno. Switches. */
+GREEN_API int green_hub_run(int (*done)(void *arg), void *arg);
+
+/* Asks a running green_hub_run of this hub to check done() again soon,
+ * even if no event arrives. Safe from any OS thread and from async-signal
+ * context (it is ev_async_send). */
+GREEN_API void green_hub_poke(struct hub *hub);
+
+/* Runs fn(arg) in the hub context of hub, soon, from any OS thread. The
+ * only way to touch another OS thread's hub. Returns -1/ENOMEM on failure. */
+GREEN_API int green_hub_post(struct hub *hub, void (*fn)(void *), void *arg);
+
+/* The libev loop of a hub, for layers that add their own watchers (the
+ * server's listening socket). Watchers belong to the hub's OS thread. */
+GREEN_API struct ev_loop *green_hub_loop(struct hub *hub);
+
+/* ---- green threads ---------------------------------------------------- */
+
+struct green_attr {
+    size_t stack_size;   /* bytes, 0 = green_default_stack_size() */
+    const char *name;    /* shown in overflow reports; copied, may be NULL */
+};
+
+/* Default stack size: LIBGREEN_STACK_SIZE (bytes, or with k/m suffix) if
+ * set and valid, else GREEN_DEFAULT_STACK. Read once. */
+#define GREEN_DEFAULT_STACK (1024 * 1024)
+#define GREEN_MIN_STACK (64 * 1024)
+GREEN_API size_t green_default_stack_size(void);
+
+/* Creates a green thread on the calling OS thread's hub that will run
+ * fn(arg). It is queued, not started: it first runs when the spawner parks,
+ * yields or enters green_hub_run. attr may be NULL. Returns NULL with errno
+ * ENOMEM (no stack) or EINVAL (stack size out of range). Does not switch.
+ * The handle stays valid until green_join or green_detach is called. */
+GREEN_API struct green *green_spawn(green_fn fn, void *arg,
+                                    const struct green_attr *attr);
+
+/* Waits until g has returned, then releases it. From a green thread it
+ * parks; from the hub context it runs the scheduler until g finishes.
+ * Returns 0, -1/EDEADLK if g is the caller, -1/EINVAL if g was already
+ * joined or detached, -1/ETIMEDOUT after timeout seconds (g stays joinable).
+ * Switches. */
+GREEN_API int green_join(struct green *g, double timeout);
+
+/* Releases g without waiting: it is freed when it returns. */
+GREEN_API void green_detach(struct green *g);
+
+/* Puts the caller at the back of the run queue. From the hub context it
+ * does nothing. Switches. */
+GREEN_API void green_yield(void);
+
+/* Sleeps seconds (>= 0) without blocking the OS thread. In a green thread
+ * it parks; in the hub context it runs the scheduler until the time is up.
+ * Returns 0, or -1/EINTR if green_interrupt woke it early. Switches. */
+GREEN_API int green_sleep(double seconds);
+
+/* A small integer that names g in reports (1, 2, ...; unique per process). */
+GREEN_API uint64_t green_id(const struct green *g);
+GREEN_API const char *green_name(const struct green *g);
+
+/* Per-green-thread slot for the layer above (the server keeps its
+ * PyThreadState here). NULL at spawn. */
+GREEN_API void *green_get_local(const struct green *g);
+GREEN_API void green_set_local(struct green *g, void *value);
+
+/* Wakes g out of whatever park it is in with -1/EINTR. Same OS thread
+ * only; a no-op if g is not parked or its park is not interruptible
+ * (joins and wait queues are; fd waits and sleeps are). */
+GREEN_API void green_interrupt(struct green *g);
+
+/* ---- waiting on fds --------------------------------------------------- */
+
+#define GREEN_READ  0x1
+#define GREEN_WRITE 0x2
+
+/* Parks the current green thread until fd is ready for events (GREEN_READ
+ * and/or GREEN_WRITE) or timeout seconds pass. Returns the events that
+ * fired (>0), or -1 with errno ETIMEDOUT, EBADF (green_fd_closing was
+ * called on fd while it waited), EINTR (green_interrupt) or EPERM (not in
+ * a green thread, or the park is not possible here: see green_can_park).
+ * Switches. */
+GREEN_API int green_wait_fd(int fd, int events, double timeout);
+
+/* One entry of a multi-fd wait, for poll/select. */
+struct green_pollfd {
+    int fd;
+    int events;     /* GREEN_READ | GREEN_WRITE */
+};
+
+/* Parks until any of the n fds is ready or timeout passes. Returns the
+ * index of an fd that fired (>= 0) or -1 with errno as green_wait_fd.
+ * The caller re-checks all fds itself (poll with timeout 0). Switches. */
+GREEN_API int green_wait_fds(const struct green_pollfd *fds, size_t n,
+                             double timeout);
+
+/* Tells the hub that fd is about to be closed or replaced (close, dup2):
+ * every green thread of this OS thread's hub that waits on fd is woken
+ * with EBADF and its watcher stopped, so the number can be reused safely.
+ * Cheap when nobody waits on fd. Does not switch. */
+GREEN_API void green_fd_closing(int fd);
+
+/* green_fd_closing for every fd in [first, last] (close_range). Costs
+ * time in proportion to the fds with waiters, not to the range. */
+GREEN_API void green_fd_closing_range(unsigned first, unsigned last);
+
+/* Nonzero if the caller may park now: it is a green thread, and this
+ * process is the one that created the hub (not the child of a vfork that
+ * shares our memory). */
+GREEN_API int green_can_park(void);
+
+/* ---- wait queues ------------------------------------------------------ */
+
+/* A FIFO of parked green threads of one hub. Zero-initialise, or
+ * GREEN_WQ_INIT. Not for use across OS threads. */
+struct green_wq {
+    struct green *head, *tail;
+};
+#define GREEN_WQ_INIT { 0, 0 }
+
+/* Parks the current green thread on wq until woken or timeout. Returns 0
+ * when woken, -1/ETIMEDOUT, -1/EINTR (green_interrupt) or -1/EPERM (not a
+ * green thread). Switches. */
+GREEN_API int green_wq_wait(struct green_wq *wq, double timeout);
+
+/* Wakes the oldest waiter (returns 1) or nobody (returns 0). The woken
+ * thread runs later; the caller keeps running. Does not switch. */
+GREEN_API int green_wq_wake_one(struct green_wq *wq);
+
+/* Wakes every waiter; returns how many. Does not switch. */
+GREEN_API int green_wq_wake_all(struct green_wq *wq);
+
+/* ---- hooks for the layer above --------------------------------------- */
+
+/* Called around every park of a green thread. The server uses them to
+ * release the GIL if a C extension made a blocking call while holding it
+ * (hard rule 1): before_park returns a token given back to after_park.
+ * Set once, before the first spawn; both may be NULL. */
+struct green_park_hooks {
+    void *(*before_park)(void);
+    void (*after_park)(void *token);
+};
+GREEN_API void green_set_park_hooks(const struct green_park_hooks *hooks);
+
+/* ---- statistics ------------------------------------------------------- */
+
+struct green_stats {
+    uint64_t spawned;        /* green threads created on this hub */
+    uint64_t live;           /* spawned and not yet finished */
+    uint64_t switches;       /* context switches into green threads */
+    uint64_t stacks_pooled;  /* stacks kept for reuse */
+};
+GREEN_API void green_get_stats(struct green_stats *out);
+
+#endif

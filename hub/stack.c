@@ -1,0 +1,243 @@
+/* hub/stack.c - green thread stacks: mapping, pooling, overflow reports.
+ *
+ * A stack is one anonymous mapping: HUB_GUARD bytes of PROT_NONE at the
+ * low end (stacks grow down), then the usable region. Pages are touched
+ * lazily, so a 1 MiB stack costs only what the thread really used. The
+ * guard is larger than a page so that a frame somewhat bigger than a page
+ * still lands in it instead of in a neighbouring mapping.
+ *
+ * Finished stacks of the default size go back to a per-hub pool, so a
+ * server does not pay mmap + mprotect + munmap per request. Pages a
+ * finished thread dirtied stay resident while pooled; the pool is capped.
+ *
+ * Overflow: a SIGSEGV handler runs on an alternate signal stack (one per
+ * OS thread with a hub). If the faulting address is inside the guard of
+ * the running green thread, it writes which thread overflowed and how big
+ * its stack is, then aborts. Any other fault goes to whatever handler was
+ * there before us (or the default action), so faulthandler and crash
+ * reporters keep working.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "hub/hub_internal.h"
+
+#define HUB_GUARD (64 * 1024)
+#define HUB_POOL_MAX 1024
+#define HUB_ALTSTACK (64 * 1024)
+
+static size_t hub_default_stack;
+
+/* Parses "524288", "512k", "8m". Returns 0 if unset or invalid. */
+static size_t hub_parse_size(const char *s)
+{
+    char *end;
+    unsigned long long v;
+
+    if (!s || !*s)
+        return 0;
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (errno || end == s)
+        return 0;
+    if (*end == 'k' || *end == 'K')
+        v <<= 10, end++;
+    else if (*end == 'm' || *end == 'M')
+        v <<= 20, end++;
+    if (*end)
+        return 0;
+    return (size_t)v;
+}
+
+size_t green_default_stack_size(void)
+{
+    size_t size = __atomic_load_n(&hub_default_stack, __ATOMIC_RELAXED);
+
+    if (likely(size))
+        return size;
+    size = hub_parse_size(getenv("LIBGREEN_STACK_SIZE"));
+    if (size && (size < GREEN_MIN_STACK || size > ((size_t)1 << 32))) {
+        fprintf(stderr,
+                "libgreen: LIBGREEN_STACK_SIZE=%s is out of range (64k to "
+                "4096m); using the default %dk\n",
+                getenv("LIBGREEN_STACK_SIZE"), GREEN_DEFAULT_STACK / 1024);
+        size = 0;
+    } else if (!size && getenv("LIBGREEN_STACK_SIZE")) {
+        fprintf(stderr,
+                "libgreen: LIBGREEN_STACK_SIZE=%s is not a size (use bytes, "
+                "or a number with k or m); using the default %dk\n",
+                getenv("LIBGREEN_STACK_SIZE"), GREEN_DEFAULT_STACK / 1024);
+    }
+    if (!size)
+        size = GREEN_DEFAULT_STACK;
+    size = (size + 4095) & ~(size_t)4095;
+    __atomic_store_n(&hub_default_stack, size, __ATOMIC_RELAXED);
+    return size;
+}
+
+void *hub_stack_get(struct hub *hub, size_t size)
+{
+    char *base;
+
+    if (size == green_default_stack_size() && hub->stack_pool_len)
+        return hub->stack_pool[--hub->stack_pool_len];
+    size = (size + 4095) & ~(size_t)4095;
+    base = mmap(NULL, size + HUB_GUARD, PROT_READ | PROT_WRITE,
+                MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+    if (base == MAP_FAILED)
+        return NULL;
+    if (mprotect(base, HUB_GUARD, PROT_NONE) < 0) {
+        munmap(base, size + HUB_GUARD);
+        return NULL;
+    }
+    return base + HUB_GUARD;
+}
+
+void hub_stack_put(struct hub *hub, void *lo, size_t size)
+{
+    if (size == green_default_stack_size()) {
+        if (hub->stack_pool_len == hub->stack_pool_cap &&
+            hub->stack_pool_cap < HUB_POOL_MAX) {
+            size_t cap = hub->stack_pool_cap ? hub->stack_pool_cap * 2 : 16;
+            void **p = realloc(hub->stack_pool, cap * sizeof *p);
+            if (p) {
+                hub->stack_pool = p;
+                hub->stack_pool_cap = cap;
+            }
+        }
+        if (hub->stack_pool_len < hub->stack_pool_cap) {
+            hub->stack_pool[hub->stack_pool_len++] = lo;
+            return;
+        }
+    }
+    size = (size + 4095) & ~(size_t)4095;
+    munmap((char *)lo - HUB_GUARD, size + HUB_GUARD);
+}
+
+void hub_stack_pool_free(struct hub *hub)
+{
+    size_t size = green_default_stack_size();
+
+    while (hub->stack_pool_len)
+        munmap((char *)hub->stack_pool[--hub->stack_pool_len] - HUB_GUARD,
+               size + HUB_GUARD);
+    free(hub->stack_pool);
+    hub->stack_pool = NULL;
+    hub->stack_pool_cap = 0;
+}
+
+/* ---- overflow reports ------------------------------------------------- */
+
+static struct sigaction hub_old_segv, hub_old_bus;
+static pthread_once_t hub_segv_once = PTHREAD_ONCE_INIT;
+
+/* Async-signal-safe formatting: decimal into buf, returns length. */
+static size_t hub_fmt_u64(char *buf, uint64_t v)
+{
+    char tmp[24];
+    size_t n = 0, i;
+
+    do
+        tmp[n++] = (char)('0' + v % 10);
+    while ((v /= 10));
+    for (i = 0; i < n; i++)
+        buf[i] = tmp[n - 1 - i];
+    return n;
+}
+
+static void hub_write_all(const char *s, size_t n)
+{
+    while (n) {
+        ssize_t w = syscall(SYS_write, 2, s, n); /* not our own write() */
+        if (w <= 0)
+            return;
+        s += w;
+        n -= (size_t)w;
+    }
+}
+
+static void hub_segv(int sig, siginfo_t *si, void *uctx)
+{
+    struct green *g = hub_tls_current;
+    const struct sigaction *old = sig == SIGSEGV ? &hub_old_segv : &hub_old_bus;
+
+    if (g && g->stack_lo) {
+        char *addr = si->si_addr, *lo = g->stack_lo;
+        if (addr < lo && addr >= lo - HUB_GUARD) {
+            char msg[256];
+            size_t n = 0;
+            const char *a = "libgreen: green thread ", *b = " overflowed its ",
+                       *c = " KiB stack; set LIBGREEN_STACK_SIZE larger "
+                            "(e.g. LIBGREEN_STACK_SIZE=4m) or pass a bigger "
+                            "stack_size\n";
+            memcpy(msg + n, a, strlen(a)), n += strlen(a);
+            n += hub_fmt_u64(msg + n, g->id);
+            if (g->name[0]) {
+                msg[n++] = ' ', msg[n++] = '(';
+                memcpy(msg + n, g->name, strlen(g->name)), n += strlen(g->name);
+                msg[n++] = ')';
+            }
+            memcpy(msg + n, b, strlen(b)), n += strlen(b);
+            n += hub_fmt_u64(msg + n, g->stack_size / 1024);
+            hub_write_all(msg, n);
+            hub_write_all(c, strlen(c));
+            signal(SIGABRT, SIG_DFL);
+            abort();
+        }
+    }
+    /* Not ours: hand it to the handler we replaced. */
+    if (old->sa_flags & SA_SIGINFO) {
+        if (old->sa_sigaction) {
+            old->sa_sigaction(sig, si, uctx);
+            return;
+        }
+    } else if (old->sa_handler != SIG_DFL && old->sa_handler != SIG_IGN) {
+        old->sa_handler(sig);
+        return;
+    }
+    /* Default action: restore it and return; the fault repeats and the
+     * process dies with the signal as it would have without us. */
+    sigaction(sig, old, NULL);
+}
+
+static void hub_segv_install(void)
+{
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = hub_segv;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, &hub_old_segv);
+    sigaction(SIGBUS, &sa, &hub_old_bus);
+}
+
+/* Gives the calling OS thread an alternate signal stack (unless it has
+ * one) and installs the process-wide handler once. Returns 0 or -1. */
+int hub_overflow_guard_thread(void)
+{
+    stack_t ss, old;
+
+    pthread_once(&hub_segv_once, hub_segv_install);
+    if (sigaltstack(NULL, &old) == 0 && !(old.ss_flags & SS_DISABLE))
+        return 0;
+    ss.ss_sp = mmap(NULL, HUB_ALTSTACK, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (ss.ss_sp == MAP_FAILED)
+        return -1;
+    ss.ss_size = HUB_ALTSTACK;
+    ss.ss_flags = 0;
+    if (sigaltstack(&ss, NULL) < 0) {
+        munmap(ss.ss_sp, HUB_ALTSTACK);
+        return -1;
+    }
+    /* Kept for the life of the thread: the kernel may use it any time. */
+    return 0;
+}

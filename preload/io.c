@@ -1,0 +1,350 @@
+/* preload/io.c - read, write and the socket send/recv family.
+ *
+ * Inside a green thread, on an fd the caller believes is blocking, each
+ * call becomes: try without blocking, and on EAGAIN park on the hub until
+ * the fd is ready (or SO_RCVTIMEO / SO_SNDTIMEO run out), then try again.
+ * The fd's O_NONBLOCK flag is never touched for this: sockets get
+ * MSG_DONTWAIT on the call, pipes get preadv2/pwritev2 with RWF_NOWAIT.
+ * The open file description is shared with other processes (a child's
+ * stdout may be our pipe or a journald socket), and setting O_NONBLOCK on
+ * it would make *their* blocking writes fail with EAGAIN. Only ttys (and
+ * pipes on kernels without RWF_NOWAIT) use poll-then-call instead.
+ *
+ * Blocking semantics are kept exactly: a read returns as soon as any data
+ * is there; a write on a stream returns only when every byte is written
+ * (or the timeout runs out with some written: then the count); a timeout
+ * with nothing done is EAGAIN; MSG_WAITALL waits for the full length on
+ * stream sockets.
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+
+#include "preload/pl.h"
+
+enum { PL_IN, PL_OUT };
+
+/* One non-blocking attempt. msgcall: the caller used recvmsg/sendmsg, so
+ * m's name, control and flags fields are the caller's. */
+static ssize_t pl_try(int fd, struct pl_fd *e, int dir, struct msghdr *m,
+                      int flags, int msgcall)
+{
+    ssize_t r;
+
+    if (e->kind == PL_SOCKET) {
+        flags |= MSG_DONTWAIT;
+        if (!msgcall && m->msg_iovlen == 1) {
+            if (dir == PL_IN)
+                return REAL(recvfrom)(fd, m->msg_iov[0].iov_base,
+                                      m->msg_iov[0].iov_len, flags,
+                                      m->msg_name,
+                                      m->msg_name ? &m->msg_namelen : NULL);
+            return REAL(sendto)(fd, m->msg_iov[0].iov_base,
+                                m->msg_iov[0].iov_len, flags, m->msg_name,
+                                m->msg_namelen);
+        }
+        return dir == PL_IN ? REAL(recvmsg)(fd, m, flags)
+                            : REAL(sendmsg)(fd, m, flags);
+    }
+    if (e->kind == PL_PIPE && !(e->flags & PL_NO_NOWAIT)) {
+        r = dir == PL_IN
+                ? preadv2(fd, m->msg_iov, (int)m->msg_iovlen, -1, RWF_NOWAIT)
+                : pwritev2(fd, m->msg_iov, (int)m->msg_iovlen, -1, RWF_NOWAIT);
+        if (r >= 0 || errno != EOPNOTSUPP)
+            return r;
+        e->flags |= PL_NO_NOWAIT; /* old kernel: poll first from now on */
+    }
+    /* ttys, and pipes without RWF_NOWAIT: call only once poll says the
+     * call will not block (a racing reader in another process can still
+     * make it wait; that is the price of not touching O_NONBLOCK). */
+    {
+        struct pollfd p = {fd, (short)(dir == PL_IN ? POLLIN : POLLOUT), 0};
+        int n = REAL(poll)(&p, 1, 0);
+        if (n == 0) {
+            errno = EAGAIN;
+            return -1;
+        }
+        if (n < 0)
+            return -1;
+    }
+    if (dir == PL_IN)
+        return REAL(readv)(fd, m->msg_iov, (int)m->msg_iovlen);
+    /* At most PIPE_BUF at a time: a blocking write of more could wait for
+     * the reader with the whole OS thread. */
+    {
+        struct iovec one = m->msg_iov[0];
+        if (m->msg_iovlen > 1 || one.iov_len > 4096) {
+            if (one.iov_len > 4096)
+                one.iov_len = 4096;
+            return REAL(writev)(fd, &one, 1);
+        }
+        return REAL(writev)(fd, m->msg_iov, (int)m->msg_iovlen);
+    }
+}
+
+/* Drops n bytes from the front of an iovec array in place. */
+static void pl_iov_advance(struct iovec **iov, size_t *cnt, size_t n)
+{
+    while (n && *cnt) {
+        if (n < (*iov)->iov_len) {
+            (*iov)->iov_base = (char *)(*iov)->iov_base + n;
+            (*iov)->iov_len -= n;
+            return;
+        }
+        n -= (*iov)->iov_len;
+        (*iov)++;
+        (*cnt)--;
+    }
+    while (*cnt && (*iov)->iov_len == 0) {
+        (*iov)++;
+        (*cnt)--;
+    }
+}
+
+static int pl_is_stream(int fd)
+{
+    int type = 0;
+    socklen_t len = sizeof type;
+
+    return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 &&
+           type == SOCK_STREAM;
+}
+
+/* The cooperative transfer. For writes, and reads with MSG_WAITALL on a
+ * stream socket, it continues until every byte moved; after a partial
+ * transfer it works on a private copy of the iovecs and the msghdr, so
+ * the caller's stay as they were (ancillary data went with the first
+ * bytes, as with a blocking call). */
+static ssize_t pl_xfer(int fd, struct pl_fd *e, int dir, struct msghdr *m,
+                       int flags, int msgcall)
+{
+    struct iovec local[8], *iov = NULL;
+    struct msghdr cur, *use = m;
+    size_t total = 0, done = 0;
+    double deadline = -2; /* not computed yet */
+    int whole = dir == PL_OUT ||
+                ((flags & MSG_WAITALL) && e->kind == PL_SOCKET);
+    ssize_t r;
+
+    for (size_t i = 0; i < m->msg_iovlen; i++)
+        total += m->msg_iov[i].iov_len;
+    for (;;) {
+        r = pl_try(fd, e, dir, use, flags, msgcall && use == m);
+        if (r > 0 && whole && done + (size_t)r < total) {
+            struct iovec *p;
+            size_t cnt;
+            if (dir == PL_IN && done == 0 && !pl_is_stream(fd))
+                break; /* MSG_WAITALL means nothing on datagrams */
+            if (!iov) {
+                cnt = m->msg_iovlen;
+                iov = cnt <= sizeof local / sizeof local[0]
+                          ? local
+                          : malloc(cnt * sizeof *iov);
+                if (!iov) {
+                    r = (ssize_t)(done + (size_t)r);
+                    break;
+                }
+                memcpy(iov, m->msg_iov, cnt * sizeof *iov);
+                cur = *m;
+                cur.msg_control = NULL;
+                cur.msg_controllen = 0;
+                cur.msg_iov = iov;
+                use = &cur;
+            }
+            done += (size_t)r;
+            p = iov;
+            cnt = cur.msg_iovlen;
+            pl_iov_advance(&p, &cnt, (size_t)r);
+            memmove(iov, p, cnt * sizeof *iov);
+            cur.msg_iovlen = cnt;
+            continue;
+        }
+        if (r >= 0) {
+            r = (ssize_t)(done + (size_t)r);
+            break;
+        }
+        if (errno != EAGAIN) {
+            if (done)
+                r = (ssize_t)done; /* the error shows on the next call */
+            break;
+        }
+        if (deadline == -2) {
+            deadline = -1;
+            if (e->kind == PL_SOCKET) {
+                pl_fd_load_timeouts(fd, e);
+                deadline = pl_deadline_us(dir == PL_IN ? e->rcvtimeo_us
+                                                       : e->sndtimeo_us);
+            }
+        }
+        if (pl_wait(fd, dir == PL_IN ? GREEN_READ : GREEN_WRITE, deadline) < 0) {
+            if (done)
+                r = (ssize_t)done; /* timed out or interrupted midway */
+            break;
+        }
+    }
+    if (iov && iov != local)
+        free(iov);
+    return r;
+}
+
+/* ---- the wrappers ----------------------------------------------------- */
+
+static ssize_t pl_buf(int fd, struct pl_fd *e, int dir, void *buf, size_t n,
+                      int flags, struct sockaddr *addr, socklen_t *alen,
+                      socklen_t alen_in)
+{
+    struct iovec iov = {buf, n};
+    struct msghdr m = {0};
+    ssize_t r;
+
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_name = addr;
+    m.msg_namelen = alen ? *alen : alen_in;
+    r = pl_xfer(fd, e, dir, &m, flags, 0);
+    if (r >= 0 && alen)
+        *alen = m.msg_namelen;
+    return r;
+}
+
+PL_EXPORT ssize_t read(int fd, void *buf, size_t n)
+{
+    struct pl_fd *e = pl_coop(fd);
+
+    if (pl_likely(!e))
+        return REAL(read)(fd, buf, n);
+    return pl_buf(fd, e, PL_IN, buf, n, 0, NULL, NULL, 0);
+}
+
+PL_EXPORT ssize_t write(int fd, const void *buf, size_t n)
+{
+    struct pl_fd *e = pl_coop(fd);
+
+    if (pl_likely(!e))
+        return REAL(write)(fd, buf, n);
+    return pl_buf(fd, e, PL_OUT, (void *)buf, n, 0, NULL, NULL, 0);
+}
+
+PL_EXPORT ssize_t readv(int fd, const struct iovec *iov, int cnt)
+{
+    struct pl_fd *e = pl_coop(fd);
+    struct msghdr m = {0};
+
+    if (pl_likely(!e) || cnt <= 0 || cnt > IOV_MAX)
+        return REAL(readv)(fd, iov, cnt);
+    m.msg_iov = (struct iovec *)iov;
+    m.msg_iovlen = (size_t)cnt;
+    return pl_xfer(fd, e, PL_IN, &m, 0, 0);
+}
+
+PL_EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
+{
+    struct pl_fd *e = pl_coop(fd);
+    struct msghdr m = {0};
+
+    if (pl_likely(!e) || cnt <= 0 || cnt > IOV_MAX)
+        return REAL(writev)(fd, iov, cnt);
+    m.msg_iov = (struct iovec *)iov;
+    m.msg_iovlen = (size_t)cnt;
+    return pl_xfer(fd, e, PL_OUT, &m, 0, 0);
+}
+
+/* recv/send: pass through if the caller asked for MSG_DONTWAIT itself, or
+ * the fd is not a socket (libc then fails with ENOTSOCK as usual). */
+static inline struct pl_fd *pl_coop_sock(int fd, int flags)
+{
+    struct pl_fd *e;
+
+    if (pl_likely(!green_current()) || (flags & MSG_DONTWAIT))
+        return NULL;
+    e = pl_coop(fd);
+    return e && e->kind == PL_SOCKET ? e : NULL;
+}
+
+PL_EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags)
+{
+    struct pl_fd *e = pl_coop_sock(fd, flags);
+
+    if (pl_likely(!e))
+        return REAL(recv)(fd, buf, n, flags);
+    return pl_buf(fd, e, PL_IN, buf, n, flags, NULL, NULL, 0);
+}
+
+PL_EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags,
+                           struct sockaddr *addr, socklen_t *alen)
+{
+    struct pl_fd *e = pl_coop_sock(fd, flags);
+
+    if (pl_likely(!e))
+        return REAL(recvfrom)(fd, buf, n, flags, addr, alen);
+    return pl_buf(fd, e, PL_IN, buf, n, flags, addr, addr ? alen : NULL, 0);
+}
+
+PL_EXPORT ssize_t recvmsg(int fd, struct msghdr *m, int flags)
+{
+    struct pl_fd *e = pl_coop_sock(fd, flags);
+
+    if (pl_likely(!e))
+        return REAL(recvmsg)(fd, m, flags);
+    return pl_xfer(fd, e, PL_IN, m, flags, 1);
+}
+
+PL_EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
+{
+    struct pl_fd *e = pl_coop_sock(fd, flags);
+
+    if (pl_likely(!e))
+        return REAL(send)(fd, buf, n, flags);
+    return pl_buf(fd, e, PL_OUT, (void *)buf, n, flags, NULL, NULL, 0);
+}
+
+PL_EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags,
+                         const struct sockaddr *addr, socklen_t alen)
+{
+    struct pl_fd *e = pl_coop_sock(fd, flags);
+
+    if (pl_likely(!e))
+        return REAL(sendto)(fd, buf, n, flags, addr, alen);
+    return pl_buf(fd, e, PL_OUT, (void *)buf, n, flags,
+                  (struct sockaddr *)addr, NULL, addr ? alen : 0);
+}
+
+PL_EXPORT ssize_t sendmsg(int fd, const struct msghdr *m, int flags)
+{
+    struct pl_fd *e = pl_coop_sock(fd, flags);
+    struct msghdr copy;
+
+    if (pl_likely(!e))
+        return REAL(sendmsg)(fd, m, flags);
+    copy = *m; /* pl_xfer may advance it; the caller's stays const */
+    return pl_xfer(fd, e, PL_OUT, &copy, flags, 1);
+}
+
+/* ---- fortified entry points ------------------------------------------- */
+
+PL_EXPORT ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen)
+{
+    if (n > buflen)
+        return REAL(__read_chk)(fd, buf, n, buflen); /* libc reports it */
+    return read(fd, buf, n);
+}
+
+PL_EXPORT ssize_t __recv_chk(int fd, void *buf, size_t n, size_t buflen,
+                             int flags)
+{
+    if (n > buflen)
+        return REAL(__recv_chk)(fd, buf, n, buflen, flags);
+    return recv(fd, buf, n, flags);
+}
+
+PL_EXPORT ssize_t __recvfrom_chk(int fd, void *buf, size_t n, size_t buflen,
+                                 int flags, struct sockaddr *addr,
+                                 socklen_t *alen)
+{
+    if (n > buflen)
+        return REAL(__recvfrom_chk)(fd, buf, n, buflen, flags, addr, alen);
+    return recvfrom(fd, buf, n, flags, addr, alen);
+}

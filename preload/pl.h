@@ -1,0 +1,84 @@
+/* preload/pl.h - what every wrapper file shares: the pass-through test,
+ * deadlines, and the park that replaces a blocking wait.
+ */
+#ifndef LIBGREEN_PRELOAD_PL_H
+#define LIBGREEN_PRELOAD_PL_H
+
+#include <errno.h>
+#include <limits.h>
+#include <time.h>
+
+#include "hub/green.h"
+#include "preload/fdtab.h"
+
+/* Entry points libc exports without a prototype in its headers. */
+ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen);
+ssize_t __recv_chk(int fd, void *buf, size_t n, size_t buflen, int flags);
+ssize_t __recvfrom_chk(int fd, void *buf, size_t n, size_t buflen, int flags,
+                       struct sockaddr *addr, socklen_t *alen);
+int __poll_chk(struct pollfd *fds, nfds_t n, int timeout, size_t fdslen);
+int __ppoll_chk(struct pollfd *fds, nfds_t n, const struct timespec *ts,
+                const sigset_t *ss, size_t fdslen);
+int fcntl64(int fd, int cmd, ...);
+
+#define pl_likely(x) __builtin_expect(!!(x), 1)
+#define pl_unlikely(x) __builtin_expect(!!(x), 0)
+
+/* The entry of fd if a call on it must cooperate, NULL to pass through
+ * (hard rule 2): only inside a green thread, with hooks on, on a socket,
+ * pipe, FIFO or tty the caller believes is blocking. The first test is a
+ * TLS load, so calls outside green threads cost nanoseconds. */
+static inline struct pl_fd *pl_coop(int fd)
+{
+    struct pl_fd *e;
+
+    if (pl_likely(!green_current()) || pl_disabled)
+        return NULL;
+    e = pl_fd_get(fd);
+    if (!e || e->kind == PL_OTHER || (e->flags & PL_USER_NB))
+        return NULL;
+    return e;
+}
+
+/* Nonzero if the caller is a green thread that may park (no fd test). */
+static inline int pl_in_green(void)
+{
+    return !pl_likely(!green_current()) && !pl_disabled;
+}
+
+static inline double pl_now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Absolute deadline for a socket timeout in microseconds (0 = none). */
+static inline double pl_deadline_us(int64_t us)
+{
+    return us > 0 ? pl_now() + (double)us * 1e-6 : -1.0;
+}
+
+/* Parks until fd is ready for events or the deadline (absolute, <0 for
+ * none). Returns 0, or -1 with errno EAGAIN (deadline passed, as
+ * SO_RCVTIMEO reports it), EBADF (closed meanwhile) or EINTR. */
+static inline int pl_wait(int fd, int events, double deadline)
+{
+    double timeout = -1;
+
+    if (deadline >= 0) {
+        timeout = deadline - pl_now();
+        if (timeout <= 0) {
+            errno = EAGAIN;
+            return -1;
+        }
+    }
+    if (green_wait_fd(fd, events, timeout) >= 0)
+        return 0;
+    if (errno == ETIMEDOUT)
+        errno = EAGAIN;
+    return -1;
+}
+
+#endif

@@ -1,0 +1,713 @@
+/* server/http_parse.c - HTTP/1.1 request heads (RFC 9112 §2-5) and chunked
+ * request bodies (RFC 9112 §7.1).
+ *
+ * What it owns: the syntax of a request head and the framing of a request
+ * body. srv_parse_request makes one pass over the buffer, classifying each
+ * byte with a 256-entry table, and returns pointers into the buffer; it
+ * keeps no state, so a partial head is simply parsed again once more bytes
+ * have arrived (heads are small and the parse is cheap). Every limit is
+ * decided on partial input too: a line or head that can no longer fit its
+ * limit fails at once instead of asking for more bytes forever.
+ * srv_chunked_decode is a byte state machine for the chunk-size lines and
+ * trailers and a memmove for chunk data, so input may be split anywhere.
+ *
+ * What it refuses, and why. A server in front of a WSGI app must never
+ * frame a request differently from a proxy in front of it (request
+ * smuggling), so where RFC 9112 allows a recipient to be lenient we are not:
+ *  - Line endings are CRLF only. A bare LF as a line terminator (which
+ *    RFC 9112 §2.2 lets a recipient accept) and a CR not followed by LF are
+ *    both 400, as are NUL and other control characters anywhere in the head
+ *    except HTAB inside field values and as OWS.
+ *  - obs-fold (a field line starting with SP/HTAB), whitespace between a
+ *    field name and its colon, empty or non-token field names: 400.
+ *  - Request line: method must be a token, exactly one SP between parts, the
+ *    target non-empty without SP/CTL/DEL (bytes >= 0x80 are accepted), the
+ *    version exactly "HTTP/1.0" or "HTTP/1.1". A well-formed
+ *    "HTTP/<d>.<d>" of another version is 505; anything else is 400. The
+ *    target must be origin-form ("/..."), absolute-form ("scheme:..."),
+ *    "*" with OPTIONS only, or authority-form with CONNECT only.
+ *  - Up to SRV_MAX_LEADING_EMPTY_LINES (4) CRLFs before the request line
+ *    are skipped (RFC 9112 §2.2 asks for at least one); a 5th is 400.
+ *  - Content-Length must be 1*DIGIT (leading zeros allowed) fitting int64.
+ *    Any repetition is refused, even of an identical value, whether as a
+ *    second field or as a comma list ("5, 5"): RFC 9110 §8.6 allows
+ *    collapsing identical values, but a peer that does not would frame the
+ *    body differently, so it is 400 like nginx and llhttp do.
+ *  - Transfer-Encoding: the only accepted value is a single "chunked"
+ *    (case-insensitive; empty list elements are ignored, several fields
+ *    form one list). Final coding not chunked, or chunked twice: 400
+ *    (RFC 9112 §6.3). Otherwise a coding we do not implement (gzip, ...):
+ *    501. Together with Content-Length, or in an HTTP/1.0 request: 400.
+ *  - Host: missing in HTTP/1.1 or present twice: 400.
+ *  - Limits: request line > max_request_line: 414; a field line >
+ *    max_header_size, more than max_headers fields (or more than the
+ *    caller's array holds), a head > max_head_size: 431.
+ *  - Chunked bodies: chunk-size is 1 to 15 hex digits (no sign, no
+ *    whitespace, no "0x"); extensions must be ;token[=token/quoted-string]
+ *    with no whitespace anywhere (we choose not to allow RFC 9112's BWS:
+ *    no legitimate client sends it and it is a known smuggling vector). Each
+ *    chunk's data must be followed by CRLF. Trailer fields are validated
+ *    like header fields, bounded by max_trailer_size, then discarded. The
+ *    size of one chunk-size line and the total of extension bytes are
+ *    bounded too, so a body cannot be made of extensions alone.
+ *
+ * Semantics reported, not enforced: Expect: 100-continue (HTTP/1.1 only;
+ * ignored in HTTP/1.0 as RFC 9110 §10.1.1 requires; other expectations are
+ * ignored), keep-alive (HTTP/1.1 unless "close" is in Connection; HTTP/1.0
+ * only with "keep-alive" and no "close"). Unknown methods are the caller's
+ * business (501 there if it likes).
+ */
+#include <limits.h>
+#include <string.h>
+
+#include "server/http_parse.h"
+
+/* ---- byte classes ------------------------------------------------------ */
+
+#define C_TOKEN  1  /* tchar (RFC 9110 §5.6.2) */
+#define C_VALUE  2  /* field-value octet: SP, HTAB, VCHAR, obs-text */
+#define C_TARGET 4  /* request-target octet: VCHAR, obs-text */
+#define C_HEX    8  /* HEXDIG */
+
+static const unsigned char ctab[256] = {
+    /* 00 */ 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0,
+    /* 10 */ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    /* 20 */ 2, 7, 6, 7, 7, 7, 7, 7, 6, 6, 7, 7, 6, 7, 7, 6,
+    /* 30 */ 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 6, 6, 6, 6, 6, 6,
+    /* 40 */ 6, 15, 15, 15, 15, 15, 15, 7, 7, 7, 7, 7, 7, 7, 7, 7,
+    /* 50 */ 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 6, 6, 6, 7, 7,
+    /* 60 */ 7, 15, 15, 15, 15, 15, 15, 7, 7, 7, 7, 7, 7, 7, 7, 7,
+    /* 70 */ 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 6, 7, 6, 7, 0,
+    /* 80 */ 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
+    /* 90 */ 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
+    /* a0 */ 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
+    /* b0 */ 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
+    /* c0 */ 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
+    /* d0 */ 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
+    /* e0 */ 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
+    /* f0 */ 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
+};
+
+#define IS(c, cls) (ctab[(unsigned char)(c)] & (cls))
+
+/* First byte in [p, e) not of class cls, or e. Unrolled: this is the loop
+ * every byte of a head goes through. */
+static inline const char *span(const char *p, const char *e, unsigned cls)
+{
+    while (e - p >= 4) {
+        if (!IS(p[0], cls)) return p;
+        if (!IS(p[1], cls)) return p + 1;
+        if (!IS(p[2], cls)) return p + 2;
+        if (!IS(p[3], cls)) return p + 3;
+        p += 4;
+    }
+    while (p < e && IS(*p, cls))
+        p++;
+    return p;
+}
+
+/* s[0..n) equals lit (lowercase letters, digits, '-') ignoring ASCII case.
+ * c | 0x20 folds only letters here: the other bytes that fold onto a digit
+ * or '-' are control characters, which the callers have already refused. */
+static inline int eq_ci(const char *s, size_t n, const char *lit, size_t litn)
+{
+    if (n != litn)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (((unsigned char)s[i] | 0x20) != (unsigned char)lit[i])
+            return 0;
+    return 1;
+}
+#define EQ_CI(s, n, lit) eq_ci((s), (n), lit, sizeof(lit) - 1)
+
+static inline int is_ows(char c) { return c == ' ' || c == '\t'; }
+
+/* ---- request head ------------------------------------------------------ */
+
+/* What the field lines said, resolved once the head is complete. */
+struct head_state {
+    int host_count;
+    int cl_seen;
+    int te_seen, te_chunked, te_last_chunked, te_unknown;
+    int conn_close, conn_keep_alive;
+    int expect_continue;
+};
+
+static int fail(struct srv_request *req, size_t cap, int status, const char *why)
+{
+    req->status = status;
+    req->error = why;
+    req->nheaders = cap;
+    return -1;
+}
+
+/* Calls fn(ctx-free state, element, length) for each non-empty element of
+ * a comma-separated list, OWS trimmed. Used for Connection and
+ * Transfer-Encoding; quoted commas need no care as any element other than
+ * a plain "chunked" makes Transfer-Encoding an error anyway. */
+#define FOR_EACH_ELEMENT(v, vlen, el, elen, body)                           \
+    do {                                                                    \
+        const char *e_ = (v) + (vlen), *q_ = (v);                           \
+        for (;;) {                                                          \
+            const char *c_ = memchr(q_, ',', (size_t)(e_ - q_));            \
+            const char *z_ = c_ ? c_ : e_;                                  \
+            const char *el = q_;                                            \
+            while (el < z_ && is_ows(*el)) el++;                            \
+            while (z_ > el && is_ows(z_[-1])) z_--;                         \
+            size_t elen = (size_t)(z_ - el);                                \
+            if (elen) { body }                                              \
+            if (!c_) break;                                                 \
+            q_ = c_ + 1;                                                    \
+        }                                                                   \
+    } while (0)
+
+/* Interprets the fields that matter for framing and connection handling.
+ * Returns 0, or the status of the error with *why set. */
+static int semantic_field(struct head_state *hs, const struct srv_request *req,
+                          const char *n, size_t nlen, const char *v, size_t vlen,
+                          int64_t *content_length, const char **why)
+{
+    switch (nlen) {
+    case 4:
+        if (EQ_CI(n, nlen, "host") && ++hs->host_count > 1) {
+            *why = "more than one Host";
+            return 400;
+        }
+        break;
+    case 6:
+        if (EQ_CI(n, nlen, "expect") && EQ_CI(v, vlen, "100-continue"))
+            hs->expect_continue = 1;
+        break;
+    case 10:
+        if (EQ_CI(n, nlen, "connection")) {
+            FOR_EACH_ELEMENT(v, vlen, el, elen, {
+                if (EQ_CI(el, elen, "close"))
+                    hs->conn_close = 1;
+                else if (EQ_CI(el, elen, "keep-alive"))
+                    hs->conn_keep_alive = 1;
+            });
+        }
+        break;
+    case 14:
+        if (EQ_CI(n, nlen, "content-length")) {
+            if (hs->cl_seen) {
+                *why = "more than one Content-Length";
+                return 400;
+            }
+            hs->cl_seen = 1;
+            if (vlen == 0) {
+                *why = "invalid Content-Length";
+                return 400;
+            }
+            int64_t x = 0;
+            for (size_t i = 0; i < vlen; i++) {
+                unsigned d = (unsigned)(unsigned char)v[i] - '0';
+                if (d > 9) {
+                    *why = "invalid Content-Length";
+                    return 400;
+                }
+                if (x > (INT64_MAX - (int64_t)d) / 10) {
+                    *why = "Content-Length too large";
+                    return 400;
+                }
+                x = x * 10 + (int64_t)d;
+            }
+            *content_length = x;
+        }
+        break;
+    case 17:
+        if (EQ_CI(n, nlen, "transfer-encoding")) {
+            if (req->minor == 0) {
+                *why = "Transfer-Encoding in an HTTP/1.0 request";
+                return 400;
+            }
+            hs->te_seen = 1;
+            FOR_EACH_ELEMENT(v, vlen, el, elen, {
+                if (EQ_CI(el, elen, "chunked")) {
+                    hs->te_chunked++;
+                    hs->te_last_chunked = 1;
+                } else {
+                    hs->te_unknown = 1;
+                    hs->te_last_chunked = 0;
+                }
+            });
+        }
+        break;
+    }
+    return 0;
+}
+
+/* Splits the target into path and query and checks its form. */
+static int classify_target(struct srv_request *req, const char **why)
+{
+    const char *t = req->target;
+    size_t n = req->target_len;
+
+    req->path = t;
+    req->path_len = n;
+    req->query = NULL;
+    req->query_len = 0;
+    if (req->method_len == 7 && memcmp(req->method, "CONNECT", 7) == 0) {
+        /* authority-form: host ":" port, nothing else. */
+        if (t[0] == '/' || t[0] == '*' || !memchr(t, ':', n) ||
+            memchr(t, '/', n) || memchr(t, '?', n)) {
+            *why = "CONNECT needs an authority-form target";
+            return 400;
+        }
+        req->form = SRV_FORM_AUTHORITY;
+        return 0;
+    }
+    if (t[0] == '/') {
+        req->form = SRV_FORM_ORIGIN;
+    } else if (n == 1 && t[0] == '*') {
+        if (req->method_len != 7 || memcmp(req->method, "OPTIONS", 7) != 0) {
+            *why = "asterisk-form target without OPTIONS";
+            return 400;
+        }
+        req->form = SRV_FORM_ASTERISK;
+        return 0;
+    } else {
+        /* absolute-form: scheme ":" ..., scheme = ALPHA *(ALPHA/DIGIT/+-.) */
+        size_t i = 0;
+        unsigned char c = (unsigned char)t[0];
+        if (!((c | 0x20) >= 'a' && (c | 0x20) <= 'z')) {
+            *why = "invalid request-target";
+            return 400;
+        }
+        for (i = 1; i < n; i++) {
+            c = (unsigned char)t[i];
+            if (!(((c | 0x20) >= 'a' && (c | 0x20) <= 'z') ||
+                  (c >= '0' && c <= '9') || c == '+' || c == '-' || c == '.'))
+                break;
+        }
+        if (i == n || t[i] != ':') {
+            *why = "invalid request-target";
+            return 400;
+        }
+        req->form = SRV_FORM_ABSOLUTE;
+    }
+    const char *q = memchr(t, '?', n);
+    if (q) {
+        req->query = q + 1;
+        req->query_len = (size_t)(t + n - (q + 1));
+        if (req->form == SRV_FORM_ORIGIN)
+            req->path_len = (size_t)(q - t);
+    }
+    return 0;
+}
+
+/* The scan of a line hit `wend` (its window) or the end of the view. Decide
+ * between "line too long", "head too long" and "need more bytes". */
+static int out_of_bytes(struct srv_request *req, size_t cap, int line_full,
+                        int line_status, const char *line_why, int head_capped)
+{
+    if (line_full)
+        return fail(req, cap, line_status, line_why);
+    if (head_capped)
+        return fail(req, cap, 431, "request head too large");
+    req->nheaders = cap;
+    return -2;
+}
+
+static inline size_t lim_or(size_t v, size_t dflt) { return v ? v : dflt; }
+
+int srv_parse_request(const char *buf, size_t len, struct srv_request *req,
+                      const struct srv_limits *lim)
+{
+    static const struct srv_limits none;
+    if (!lim)
+        lim = &none;
+    const size_t cap = req->nheaders;
+    const size_t max_line = lim_or(lim->max_request_line, SRV_DEFAULT_MAX_REQUEST_LINE);
+    const size_t max_field = lim_or(lim->max_header_size, SRV_DEFAULT_MAX_HEADER_SIZE);
+    size_t max_fields = lim_or(lim->max_headers, SRV_DEFAULT_MAX_HEADERS);
+    size_t max_head = lim_or(lim->max_head_size, SRV_DEFAULT_MAX_HEAD_SIZE);
+    if (max_fields > cap)
+        max_fields = cap;
+    if (max_head > INT_MAX)
+        max_head = INT_MAX;
+
+    req->status = 0;
+    req->error = NULL;
+    req->content_length = -1;
+    req->chunked = 0;
+    req->keep_alive = 0;
+    req->expect_continue = 0;
+    req->form = SRV_FORM_ORIGIN;
+
+    /* Parse a view of at most max_head bytes: running out of it while the
+     * buffer holds more (or exactly that much) means the head cannot fit. */
+    const int capped = len >= max_head;
+    const char *const end = buf + (capped ? max_head : len);
+    const char *p = buf;
+    const char *ls, *wend;
+    int full;
+
+/* Window of the line starting at ls with at most L content bytes: the CR
+ * must be found among its first L + 1 bytes. */
+#define LINE_WINDOW(L)                                                      \
+    do {                                                                    \
+        full = (size_t)(end - ls) > (L);                                    \
+        wend = full ? ls + (L) + 1 : end;                                   \
+    } while (0)
+
+    /* Leading empty lines. */
+    for (int n = 0; p < end && *p == '\r'; n++) {
+        if (n == SRV_MAX_LEADING_EMPTY_LINES)
+            return fail(req, cap, 400, "too many empty lines before request");
+        if (end - p < 2)
+            return out_of_bytes(req, cap, 0, 0, NULL, capped);
+        if (p[1] != '\n')
+            return fail(req, cap, 400, "bare CR");
+        p += 2;
+    }
+
+    /* request-line = method SP request-target SP HTTP-version CRLF */
+    ls = p;
+    LINE_WINDOW(max_line);
+    p = span(p, wend, C_TOKEN);
+    if (p == wend)
+        return out_of_bytes(req, cap, full, 414, "request line too long", capped);
+    if (*p != ' ' || p == ls)
+        return fail(req, cap, 400, *p == '\n' ? "bare LF" : "invalid method");
+    req->method = ls;
+    req->method_len = (size_t)(p - ls);
+
+    const char *t = ++p;
+    p = span(p, wend, C_TARGET);
+    if (p == wend)
+        return out_of_bytes(req, cap, full, 414, "request line too long", capped);
+    if (*p != ' ' || p == t)
+        return fail(req, cap, 400,
+                    *p == ' ' ? "more than one SP in request line" :
+                    *p == '\r' || *p == '\n' ? "missing HTTP version" :
+                    "invalid character in request-target");
+    req->target = t;
+    req->target_len = (size_t)(p - t);
+
+    const char *v = ++p;
+    p = span(p, wend, C_TARGET);
+    if (p == wend)
+        return out_of_bytes(req, cap, full, 414, "request line too long", capped);
+    if (*p != '\r')
+        return fail(req, cap, 400, *p == '\n' ? "bare LF" : "invalid HTTP version");
+    if (p - v != 8 || memcmp(v, "HTTP/", 5) != 0 || v[6] != '.' ||
+        (unsigned)(v[5] - '0') > 9 || (unsigned)(v[7] - '0') > 9)
+        return fail(req, cap, 400, "invalid HTTP version");
+    if (v[5] != '1' || v[7] > '1')
+        return fail(req, cap, 505, "HTTP version not supported");
+    req->minor = v[7] - '0';
+    if (end - p < 2)
+        return out_of_bytes(req, cap, 0, 0, NULL, capped);
+    if (p[1] != '\n')
+        return fail(req, cap, 400, "bare CR");
+    p += 2;
+
+    int st;
+    const char *why = NULL;
+    if ((st = classify_target(req, &why)))
+        return fail(req, cap, st, why);
+
+    /* *( field-line CRLF ) CRLF */
+    struct head_state hs = {0};
+    int64_t content_length = -1;
+    size_t nh = 0;
+    for (;;) {
+        if (p == end)
+            return out_of_bytes(req, cap, 0, 0, NULL, capped);
+        ls = p;
+        if (*p == '\r') {
+            if (end - p < 2)
+                return out_of_bytes(req, cap, 0, 0, NULL, capped);
+            if (p[1] != '\n')
+                return fail(req, cap, 400, "bare CR");
+            p += 2;
+            break;
+        }
+        if (nh == max_fields)
+            return fail(req, cap, 431, "too many header fields");
+        LINE_WINDOW(max_field);
+
+        /* field-name ":" OWS field-value OWS */
+        p = span(p, wend, C_TOKEN);
+        if (p == wend)
+            return out_of_bytes(req, cap, full, 431, "header field too long", capped);
+        if (*p != ':') {
+            const char *why =
+                p == ls && is_ows(*p) ? "obs-fold" :
+                *p == '\n' ? "bare LF" :
+                is_ows(*p) ? "whitespace before colon" :
+                "invalid character in field name";
+            return fail(req, cap, 400, why);
+        }
+        if (p == ls)
+            return fail(req, cap, 400, "empty field name");
+        const char *name = ls;
+        size_t name_len = (size_t)(p - ls);
+        p++;
+        while (p < wend && is_ows(*p))
+            p++;
+        const char *val = p;
+        p = span(p, wend, C_VALUE);
+        if (p == wend)
+            return out_of_bytes(req, cap, full, 431, "header field too long", capped);
+        if (*p != '\r')
+            return fail(req, cap, 400, *p == '\n' ? "bare LF" :
+                                       "invalid character in field value");
+        const char *ve = p;
+        while (ve > val && is_ows(ve[-1]))
+            ve--;
+        if (end - p < 2)
+            return out_of_bytes(req, cap, 0, 0, NULL, capped);
+        if (p[1] != '\n')
+            return fail(req, cap, 400, "bare CR");
+        p += 2;
+
+        struct srv_header *h = &req->headers[nh++];
+        h->name = name;
+        h->name_len = name_len;
+        h->value = val;
+        h->value_len = (size_t)(ve - val);
+        st = semantic_field(&hs, req, name, name_len, val, h->value_len,
+                                &content_length, &why);
+        if (st)
+            return fail(req, cap, st, why);
+    }
+#undef LINE_WINDOW
+
+    if (req->minor == 1 && hs.host_count == 0)
+        return fail(req, cap, 400, "missing Host");
+    if (hs.te_seen) {
+        if (hs.cl_seen)
+            return fail(req, cap, 400, "both Content-Length and Transfer-Encoding");
+        if (hs.te_chunked > 1)
+            return fail(req, cap, 400, "chunked applied more than once");
+        if (!hs.te_last_chunked)
+            return fail(req, cap, 400, "final transfer coding is not chunked");
+        if (hs.te_unknown)
+            return fail(req, cap, 501, "unsupported transfer coding");
+        req->chunked = 1;
+    }
+    req->content_length = content_length;
+    req->keep_alive = req->minor == 1 ? !hs.conn_close
+                                      : hs.conn_keep_alive && !hs.conn_close;
+    req->expect_continue = req->minor == 1 && hs.expect_continue;
+    req->nheaders = nh;
+    return (int)(p - buf);
+}
+
+/* ---- chunked body ------------------------------------------------------ */
+
+enum {
+    CK_SIZE0 = 0,  /* first hex digit of a chunk-size (state 0: memset init) */
+    CK_SIZE,       /* more hex digits, ';' or CR */
+    CK_EXT_NAME0,  /* after ';': first tchar of chunk-ext-name */
+    CK_EXT_NAME,   /* tchar, '=', ';' or CR */
+    CK_EXT_VAL0,   /* after '=': tchar or DQUOTE */
+    CK_EXT_TOKEN,  /* tchar, ';' or CR */
+    CK_EXT_QUOTED, /* inside quoted-string */
+    CK_EXT_QPAIR,  /* after a backslash in quoted-string */
+    CK_EXT_QEND,   /* after the closing DQUOTE: ';' or CR */
+    CK_SIZE_LF,    /* LF ending a chunk-size line */
+    CK_DATA,       /* remaining_ bytes of chunk data */
+    CK_DATA_CR,    /* CR after chunk data */
+    CK_DATA_LF,    /* LF after chunk data */
+    CK_TR_START,   /* start of a trailer line: tchar or CR */
+    CK_TR_NAME,    /* tchar or ':' */
+    CK_TR_VALUE,   /* field-value octets or CR */
+    CK_TR_LF,      /* LF ending a trailer line */
+    CK_END_LF,     /* LF ending the body */
+    CK_DONE,
+    CK_ERROR,
+};
+
+void srv_chunked_init(struct srv_chunked *st)
+{
+    memset(st, 0, sizeof *st);
+}
+
+static ssize_t ck_fail(struct srv_chunked *st, size_t *len, size_t o, const char *why)
+{
+    st->state_ = CK_ERROR;
+    st->error = why;
+    *len = o;
+    return -1;
+}
+
+static inline unsigned hexval(unsigned char c)
+{
+    return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10;
+}
+
+ssize_t srv_chunked_decode(struct srv_chunked *st, char *buf, size_t *len)
+{
+    const size_t n = *len;
+    const size_t max_line = lim_or(st->max_chunk_line, SRV_DEFAULT_MAX_CHUNK_LINE);
+    const size_t max_ext = lim_or(st->max_ext_size, SRV_DEFAULT_MAX_EXT_SIZE);
+    const size_t max_trailer = lim_or(st->max_trailer_size, SRV_DEFAULT_MAX_TRAILER_SIZE);
+    size_t i = 0, o = 0;   /* input read / output written offsets; o <= i */
+    unsigned state = st->state_;
+
+    if (state == CK_ERROR) {
+        *len = 0;
+        return -1;
+    }
+    if (state == CK_DONE) {
+        *len = 0;
+        return (ssize_t)n;
+    }
+
+#define FAIL(why) do { st->state_ = (unsigned char)state; \
+                       return ck_fail(st, len, o, why); } while (0)
+
+    while (i < n) {
+        if (state == CK_DATA) {
+            size_t take = n - i;
+            if (take > st->remaining_)
+                take = (size_t)st->remaining_;
+            if (o != i)
+                memmove(buf + o, buf + i, take);
+            o += take;
+            i += take;
+            st->remaining_ -= take;
+            st->decoded += take;
+            if (st->remaining_ == 0)
+                state = CK_DATA_CR;
+            continue;
+        }
+
+        unsigned char c = (unsigned char)buf[i++];
+
+        /* Bound the chunk-size line, its extensions and the trailers. */
+        if (state < CK_SIZE_LF && c != '\r') {
+            if (++st->line_len_ > max_line)
+                FAIL("chunk-size line too long");
+            if (state >= CK_EXT_NAME0 && ++st->ext_len_ > max_ext)
+                FAIL("chunk extensions too large");
+        } else if (state >= CK_TR_START && ++st->trailer_len_ > max_trailer) {
+            FAIL("trailer section too large");
+        }
+
+        switch (state) {
+        case CK_SIZE0:
+            if (!IS(c, C_HEX))
+                FAIL("invalid chunk size");
+            st->remaining_ = hexval(c);
+            st->ndigits_ = 1;
+            state = CK_SIZE;
+            break;
+        case CK_SIZE:
+            if (IS(c, C_HEX)) {
+                if (st->ndigits_ == 15)
+                    FAIL("chunk size too large");
+                st->ndigits_++;
+                st->remaining_ = st->remaining_ << 4 | hexval(c);
+            } else if (c == ';') {
+                state = CK_EXT_NAME0;
+            } else if (c == '\r') {
+                state = CK_SIZE_LF;
+            } else {
+                FAIL("invalid chunk size");
+            }
+            break;
+        case CK_EXT_NAME0:
+            if (!IS(c, C_TOKEN))
+                FAIL("invalid chunk extension");
+            state = CK_EXT_NAME;
+            break;
+        case CK_EXT_NAME:
+        case CK_EXT_TOKEN:
+            if (IS(c, C_TOKEN))
+                break;
+            if (c == '=' && state == CK_EXT_NAME)
+                state = CK_EXT_VAL0;
+            else if (c == ';')
+                state = CK_EXT_NAME0;
+            else if (c == '\r')
+                state = CK_SIZE_LF;
+            else
+                FAIL("invalid chunk extension");
+            break;
+        case CK_EXT_VAL0:
+            if (IS(c, C_TOKEN))
+                state = CK_EXT_TOKEN;
+            else if (c == '"')
+                state = CK_EXT_QUOTED;
+            else
+                FAIL("invalid chunk extension");
+            break;
+        case CK_EXT_QUOTED:
+            if (c == '"')
+                state = CK_EXT_QEND;
+            else if (c == '\\')
+                state = CK_EXT_QPAIR;
+            else if (!IS(c, C_VALUE))
+                FAIL("invalid chunk extension");
+            break;
+        case CK_EXT_QPAIR:
+            if (!IS(c, C_VALUE))
+                FAIL("invalid chunk extension");
+            state = CK_EXT_QUOTED;
+            break;
+        case CK_EXT_QEND:
+            if (c == ';')
+                state = CK_EXT_NAME0;
+            else if (c == '\r')
+                state = CK_SIZE_LF;
+            else
+                FAIL("invalid chunk extension");
+            break;
+        case CK_SIZE_LF:
+            if (c != '\n')
+                FAIL("bare CR in chunk-size line");
+            st->line_len_ = 0;
+            state = st->remaining_ ? CK_DATA : CK_TR_START;
+            break;
+        case CK_DATA_CR:
+            if (c != '\r')
+                FAIL("missing CRLF after chunk data");
+            state = CK_DATA_LF;
+            break;
+        case CK_DATA_LF:
+            if (c != '\n')
+                FAIL("missing CRLF after chunk data");
+            state = CK_SIZE0;
+            break;
+        case CK_TR_START:
+            if (c == '\r')
+                state = CK_END_LF;
+            else if (IS(c, C_TOKEN))
+                state = CK_TR_NAME;
+            else
+                FAIL(is_ows((char)c) ? "obs-fold in trailer" : "invalid trailer field");
+            break;
+        case CK_TR_NAME:
+            if (c == ':')
+                state = CK_TR_VALUE;
+            else if (!IS(c, C_TOKEN))
+                FAIL("invalid trailer field name");
+            break;
+        case CK_TR_VALUE:
+            if (c == '\r')
+                state = CK_TR_LF;
+            else if (!IS(c, C_VALUE))
+                FAIL("invalid character in trailer value");
+            break;
+        case CK_TR_LF:
+            if (c != '\n')
+                FAIL("bare CR in trailer");
+            state = CK_TR_START;
+            break;
+        case CK_END_LF:
+            if (c != '\n')
+                FAIL("bare CR after trailers");
+            st->state_ = CK_DONE;
+            *len = o;
+            return (ssize_t)(n - i);
+        }
+    }
+#undef FAIL
+    st->state_ = (unsigned char)state;
+    *len = o;
+    return -2;
+}
