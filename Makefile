@@ -26,7 +26,7 @@ endif
 WARN := -Wall -Wextra -Wshadow -Wpointer-arith -Wcast-align=strict \
         -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter \
         -Wformat=2 -Werror=implicit-function-declaration
-CFLAGS := -std=gnu11 -fPIC -fvisibility=hidden -I. \
+CFLAGS := -std=gnu11 -fPIC -fvisibility=hidden -I. -D_GNU_SOURCE \
           -pthread $(WARN) $(MODE_CFLAGS) $(EXTRA_CFLAGS)
 LDLIBS := -lev -lm -ldl -pthread
 
@@ -34,11 +34,28 @@ HUB_SRCS := hub/hub.c hub/stack.c hub/wait.c hub/ctx_x86_64.S
 PRELOAD_SRCS := preload/real.c preload/fdtab.c preload/io.c preload/sock.c \
                 preload/poll.c preload/sleep.c preload/fd.c
 PARSER_SRCS := server/http_parse.c
+BOOT_SRCS := server/boot.c
+PYSERVER_SRCS := server/module.c server/serve.c server/request.c \
+                 server/input.c server/filewrapper.c server/log.c \
+                 server/compat.c server/http_parse.c
+
+# The Python side is built once per interpreter found: Debian's python3
+# and every pyenv 3.10-3.13 build with headers. XY = major, minor.
+PY_SYS_VER := $(shell $(PYTHON) -c 'import sys; print("%d%d" % sys.version_info[:2])' 2>/dev/null)
+PY_INC_$(PY_SYS_VER) := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["include"])' 2>/dev/null)
+PYENV_ROOT ?= $(shell pyenv root 2>/dev/null)
+define pyenv_inc
+$(if $(PY_INC_$(1)),,$(eval PY_INC_$(1) := $(firstword $(wildcard $(PYENV_ROOT)/versions/$(2).*/include/python$(2)))))
+endef
+$(foreach v,3.10 3.11 3.12 3.13,$(call pyenv_inc,$(subst .,,$(v)),$(v)))
+PY_VERS := $(strip $(foreach v,310 311 312 313,$(if $(wildcard $(PY_INC_$(v))/Python.h),$(v))))
+PY_SOS := $(foreach v,$(PY_VERS),$(B)/libgreen_py$(v).so)
 
 obj = $(patsubst %.S,$(B)/obj/%.o,$(patsubst %.c,$(B)/obj/%.o,$(1)))
 HUB_OBJS := $(call obj,$(HUB_SRCS))
 PRELOAD_OBJS := $(call obj,$(PRELOAD_SRCS))
 PARSER_OBJS := $(call obj,$(PARSER_SRCS))
+BOOT_OBJS := $(call obj,$(BOOT_SRCS))
 
 HUB_TESTS := $(patsubst tests/hub/%.c,$(B)/tests/hub/%,$(wildcard tests/hub/test_*.c))
 PRELOAD_TESTS := $(patsubst tests/preload/%.c,$(B)/tests/preload/%,$(wildcard tests/preload/test_*.c))
@@ -49,7 +66,7 @@ UNIT_TESTS := $(HUB_TESTS) $(PRELOAD_TESTS) $(SERVER_TESTS)
         bench-switch run fuzz clean
 .DEFAULT_GOAL := all
 
-all: $(B)/libgreen.so
+all: $(B)/libgreen.so $(PY_SOS)
 
 help:
 	@echo "make              build build/libgreen.so (-O2 -g)"
@@ -62,6 +79,7 @@ help:
 	@echo "make bench        every benchmark"
 	@echo "make fuzz         fuzz the HTTP parser (FUZZ_SECONDS, default 60)"
 	@echo "make clean        remove build/"
+	@echo "Python server modules built for: $(PY_VERS)"
 	@echo "MODE=release|debug|asan picks the build flavour (objects under build/)"
 
 deps:
@@ -77,9 +95,21 @@ $(B)/obj/%.o: %.S
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
-$(B)/libgreen.so: $(HUB_OBJS) $(PRELOAD_OBJS) preload/libgreen.map
+$(B)/libgreen.so: $(HUB_OBJS) $(PRELOAD_OBJS) $(BOOT_OBJS) preload/libgreen.map
 	$(CC) -shared $(MODE_LDFLAGS) -Wl,--version-script=preload/libgreen.map \
-	    -Wl,-z,defs -Wl,-z,now -o $@ $(HUB_OBJS) $(PRELOAD_OBJS) $(LDLIBS)
+	    -Wl,-z,defs -Wl,-z,now -o $@ $(HUB_OBJS) $(PRELOAD_OBJS) $(BOOT_OBJS) $(LDLIBS)
+
+# libgreen_pyXY.so: Python symbols stay undefined and resolve against the
+# running interpreter; only PyInit_libgreen is exported.
+define pyserver
+$(B)/obj/py$(1)/%.o: %.c
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(CFLAGS) -I$(PY_INC_$(1)) -MMD -MP -c $$< -o $$@
+
+$(B)/libgreen_py$(1).so: $(patsubst %.c,$(B)/obj/py$(1)/%.o,$(PYSERVER_SRCS))
+	$$(CC) -shared $$(MODE_LDFLAGS) -o $$@ $$^ -lev
+endef
+$(foreach v,$(PY_VERS),$(eval $(call pyserver,$(v))))
 
 # ---- C unit tests --------------------------------------------------------
 # hub tests link the hub alone; preload tests link hub + preload into the

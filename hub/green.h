@@ -153,6 +153,11 @@ GREEN_API void green_fd_closing(int fd);
  * time in proportion to the fds with waiters, not to the range. */
 GREEN_API void green_fd_closing_range(unsigned first, unsigned last);
 
+/* Nonzero in the child of a vfork() made from this OS thread: it shares
+ * our memory but is another process, so it must not change hub or fd
+ * records. Costs one getpid() system call. */
+GREEN_API int green_vforked(void);
+
 /* Nonzero if the caller may park now: it is a green thread, and this
  * process is the one that created the hub (not the child of a vfork that
  * shares our memory). */

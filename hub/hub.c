@@ -14,7 +14,6 @@
  * returns the stack to the pool (a thread cannot free the stack it runs
  * on), and frees the struct once it is joined or detached.
  */
-#define _GNU_SOURCE
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -445,6 +444,13 @@ void green_interrupt(struct green *g)
 }
 
 int green_can_park(void) { return hub_tls_current != NULL; }
+
+int green_vforked(void)
+{
+    struct hub *hub = hub_tls_hub;
+
+    return hub && getpid() != hub->pid;
+}
 
 void green_set_park_hooks(const struct green_park_hooks *hooks)
 {

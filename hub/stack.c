@@ -17,7 +17,6 @@
  * there before us (or the default action), so faulthandler and crash
  * reporters keep working.
  */
-#define _GNU_SOURCE
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>

@@ -17,7 +17,6 @@
  * the clock while green threads ran. A deadline is measured from the real
  * time (ev_now_update) so no sleep ends early.
  */
-#define _GNU_SOURCE
 #include <errno.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -165,7 +164,7 @@ void green_fd_closing(int fd)
         return;
     /* In the child of a vfork() the parent's memory is ours: its waiters
      * are not ours to wake (Python's subprocess closes fds there). */
-    if (getpid() != hub->pid)
+    if (green_vforked())
         return;
     while (*slot) {
         struct hub_fdwaiter *w = *slot;

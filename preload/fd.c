@@ -11,7 +11,6 @@
  * itself (listening sockets a green thread accepted on), and record the
  * view everywhere else so a later call knows whether to cooperate.
  */
-#define _GNU_SOURCE
 #include <fcntl.h>
 #include <linux/close_range.h>
 #include <stdarg.h>
@@ -19,8 +18,18 @@
 
 #include "preload/pl.h"
 
+/* In the child of a vfork() (Python's subprocess uses one) our memory is
+ * the parent's: what the child closes or replaces must not touch the
+ * parent's records. Only asked when a hub exists, and costs a getpid. */
+static int pl_vfork_child(void)
+{
+    return green_hub_peek() && green_vforked();
+}
+
 PL_EXPORT int close(int fd)
 {
+    if (pl_fd_peek(fd) && pl_vfork_child())
+        return REAL(close)(fd);
     green_fd_closing(fd);
     pl_fd_reset(fd);
     return REAL(close)(fd);
@@ -28,7 +37,7 @@ PL_EXPORT int close(int fd)
 
 PL_EXPORT int close_range(unsigned int first, unsigned int last, int flags)
 {
-    if (!(flags & CLOSE_RANGE_CLOEXEC) && first <= last) {
+    if (!(flags & CLOSE_RANGE_CLOEXEC) && first <= last && !pl_vfork_child()) {
         green_fd_closing_range(first, last);
         pl_fd_reset_range(first, last);
     }
@@ -48,6 +57,8 @@ PL_EXPORT int dup2(int fd, int fd2)
 {
     int r;
 
+    if (pl_vfork_child())
+        return REAL(dup2)(fd, fd2);
     if (fd != fd2)
         green_fd_closing(fd2);
     r = REAL(dup2)(fd, fd2);
@@ -60,6 +71,8 @@ PL_EXPORT int dup3(int fd, int fd2, int flags)
 {
     int r;
 
+    if (pl_vfork_child())
+        return REAL(dup3)(fd, fd2, flags);
     if (fd != fd2)
         green_fd_closing(fd2);
     r = REAL(dup3)(fd, fd2, flags);
@@ -158,30 +171,25 @@ PL_EXPORT int ioctl(int fd, unsigned long req, ...)
     va_list ap;
     void *arg;
     struct pl_fd *e;
-    int r, on;
+    int r, on, one = 1;
 
     va_start(ap, req);
     arg = va_arg(ap, void *);
     va_end(ap);
-    if (req != FIONBIO)
-        return REAL(ioctl)(fd, req, arg);
-    e = pl_fd_peek(fd);
-    if (!arg || !e)
-        return REAL(ioctl)(fd, req, arg);
+    r = REAL(ioctl)(fd, req, arg);
+    if (req != FIONBIO || r != 0 || !(e = pl_fd_peek(fd)))
+        return r;
+    /* The kernel accepted the pointer: reading it is safe now. */
     on = *(const int *)arg != 0;
-    if (e->flags & PL_NB_INTERNAL) {
-        /* We need O_NONBLOCK kept; the caller's wish is only recorded.
-         * Still ask the kernel, to fail exactly as it would (EBADF). */
-        int keep = 1;
-        r = REAL(ioctl)(fd, req, &keep);
-    } else {
-        r = REAL(ioctl)(fd, req, arg);
-    }
-    if (r == 0) {
-        if (on)
-            e->flags |= PL_USER_NB;
-        else
-            e->flags &= (uint8_t)~PL_USER_NB;
+    if (on)
+        e->flags |= PL_USER_NB;
+    else
+        e->flags &= (uint8_t)~PL_USER_NB;
+    if (!on && (e->flags & PL_NB_INTERNAL)) {
+        /* We need O_NONBLOCK kept; the caller's wish is only recorded. */
+        int saved = errno;
+        REAL(ioctl)(fd, FIONBIO, &one);
+        errno = saved;
     }
     return r;
 }

@@ -8,7 +8,6 @@
  * uses a closed fd), and the worst a torn entry can do is make one call
  * classify the fd again.
  */
-#define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>

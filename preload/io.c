@@ -16,7 +16,6 @@
  * with nothing done is EAGAIN; MSG_WAITALL waits for the full length on
  * stream sockets.
  */
-#define _GNU_SOURCE
 #include <fcntl.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -125,6 +124,7 @@ static ssize_t pl_xfer(int fd, struct pl_fd *e, int dir, struct msghdr *m,
     struct msghdr cur, *use = m;
     size_t total = 0, done = 0;
     double deadline = -2; /* not computed yet */
+    int saved = errno; /* a success leaves it alone, as libc's does */
     int whole = dir == PL_OUT ||
                 ((flags & MSG_WAITALL) && e->kind == PL_SOCKET);
     ssize_t r;
@@ -187,6 +187,8 @@ static ssize_t pl_xfer(int fd, struct pl_fd *e, int dir, struct msghdr *m,
     }
     if (iov && iov != local)
         free(iov);
+    if (r >= 0)
+        errno = saved; /* not our EAGAIN, nor another green thread's */
     return r;
 }
 

@@ -11,7 +11,6 @@
  * to one green thread (the mask belongs to the OS thread every green
  * thread shares); it is ignored inside green threads.
  */
-#define _GNU_SOURCE
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,7 +59,7 @@ static int pl_poll_coop(struct pollfd *fds, nfds_t n, double deadline)
 {
     struct green_pollfd local[32], *gp = local;
     size_t m = 0;
-    int r;
+    int r, saved = errno;
 
     if (n > sizeof local / sizeof local[0]) {
         gp = malloc(n * sizeof *gp);
@@ -90,6 +89,8 @@ static int pl_poll_coop(struct pollfd *fds, nfds_t n, double deadline)
     }
     if (gp != local)
         free(gp);
+    if (r >= 0)
+        errno = saved; /* other green threads ran while we parked */
     return r;
 }
 
@@ -147,7 +148,7 @@ static int pl_select_coop(int nfds, fd_set *r, fd_set *w, fd_set *e,
     struct green_pollfd local[32], *gp = local;
     size_t m = 0, cap = sizeof local / sizeof local[0];
     struct timeval zero = {0, 0};
-    int n;
+    int n, saved = errno;
 
     if (nfds < 0 || nfds > FD_SETSIZE) {
         errno = EINVAL;
@@ -195,6 +196,8 @@ static int pl_select_coop(int nfds, fd_set *r, fd_set *w, fd_set *e,
     }
     if (gp != local)
         free(gp);
+    if (n >= 0)
+        errno = saved;
     return n;
 }
 
@@ -267,6 +270,7 @@ static int pl_epoll_coop(int epfd, struct epoll_event *ev, int max, int timeout)
 {
     struct green_pollfd one = {epfd, GREEN_READ};
     double deadline = pl_deadline_ms(timeout);
+    int saved = errno;
     int r = REAL(epoll_wait)(epfd, ev, max, 0);
 
     while (r == 0) {
@@ -277,6 +281,8 @@ static int pl_epoll_coop(int epfd, struct epoll_event *ev, int max, int timeout)
         if (p == 1)
             break;
     }
+    if (r >= 0)
+        errno = saved;
     return r;
 }
 

@@ -5,7 +5,6 @@
  * resolves to a stub that fails with ENOSYS, as libc itself would if it
  * had the entry point but not the system call.
  */
-#define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
 #include <stdio.h>

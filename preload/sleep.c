@@ -7,7 +7,6 @@
  * the clock they name; sleeps on CPU-time clocks pass through, since no
  * hub timer can measure them.
  */
-#define _GNU_SOURCE
 #include <time.h>
 
 #include "preload/pl.h"
@@ -34,9 +33,12 @@ static void pl_sec_ts(double s, struct timespec *ts)
 static int pl_sleep_for(double seconds, double *left)
 {
     double end = pl_now() + seconds;
+    int saved = errno;
 
-    if (green_sleep(seconds) == 0)
+    if (green_sleep(seconds) == 0) {
+        errno = saved; /* other green threads ran meanwhile */
         return 0;
+    }
     *left = end - pl_now();
     return -1;
 }
@@ -96,8 +98,8 @@ PL_EXPORT int clock_nanosleep(clockid_t clk, int flags,
     default: /* CPU-time clocks, or invalid: libc decides */
         return REAL(clock_nanosleep)(clk, flags, req, rem);
     }
-    if (!pl_ts_valid(req))
-        return EINVAL;
+    if (!pl_ts_valid(req) || req->tv_sec < 0)
+        return EINVAL; /* the kernel refuses tv_sec < 0, absolute too */
     seconds = pl_ts_sec(req);
     if (flags & TIMER_ABSTIME) {
         if (clock_gettime(clk, &now) < 0)

@@ -13,7 +13,6 @@
  * caller sees exactly the errno a blocking connect gives. SO_SNDTIMEO
  * bounds it (then EINPROGRESS, as Linux reports a timed-out connect).
  */
-#define _GNU_SOURCE
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/un.h>
@@ -74,14 +73,16 @@ static int pl_accept_blocking(int fd, struct sockaddr *addr, socklen_t *alen,
 static int pl_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
 {
     struct pl_fd *e = pl_coop(fd);
-    int r;
+    int r, saved = errno;
 
     if (pl_likely(!e))
         r = pl_accept_blocking(fd, addr, alen, flags);
     else
         r = pl_accept_coop(fd, e, addr, alen, flags);
-    if (r >= 0) /* the new socket does not inherit O_NONBLOCK */
+    if (r >= 0) { /* the new socket does not inherit O_NONBLOCK */
         pl_fd_set_new(r, PL_SOCKET, flags & SOCK_NONBLOCK, 0);
+        errno = saved; /* no EAGAIN of ours on success */
+    }
     return r;
 }
 
@@ -121,7 +122,7 @@ static int pl_connect_unix_retry(int fd, const struct sockaddr *addr,
 PL_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t alen)
 {
     struct pl_fd *e = pl_coop(fd);
-    int fl, r, err = 0, saved;
+    int fl, r, err = 0, saved, entry_errno = errno;
     socklen_t len = sizeof err;
     double deadline;
 
@@ -150,7 +151,7 @@ PL_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t alen)
             r = 0;
         }
     }
-    saved = errno;
+    saved = r == 0 ? entry_errno : errno; /* no EINPROGRESS on success */
     if (!(e->flags & PL_NB_INTERNAL))
         REAL(fcntl)(fd, F_SETFL, fl);
     errno = saved;

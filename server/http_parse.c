@@ -58,6 +58,7 @@
  * business (501 there if it likes).
  */
 #include <limits.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "server/http_parse.h"
@@ -104,6 +105,54 @@ static inline const char *span(const char *p, const char *e, unsigned cls)
     while (p < e && IS(*p, cls))
         p++;
     return p;
+}
+
+/* The same for request-targets and field values, 8 bytes at a time while
+ * no byte in the word can be out of class (SWAR; HAS_LESS may flag a good
+ * byte, never miss a bad one), the table for the word that might be. */
+#define ONES  0x0101010101010101ull
+#define HIGHS 0x8080808080808080ull
+#define HAS_LESS(x, n) (((x) - ONES * (n)) & ~(x) & HIGHS) /* some byte < n */
+
+static inline uint64_t load64(const char *p)
+{
+    uint64_t x;
+    memcpy(&x, p, 8);
+    return x;
+}
+
+/* C_TARGET: bytes 0x21-0x7e and 0x80-0xff. */
+static inline const char *span_target(const char *p, const char *e)
+{
+    for (;;) {
+        while (e - p >= 8) {
+            uint64_t x = load64(p);
+            if (HAS_LESS(x, 0x21) | HAS_LESS(x ^ (ONES * 0x7f), 1))
+                break;
+            p += 8;
+        }
+        const char *w = e - p >= 8 ? p + 8 : e, *q = span(p, w, C_TARGET);
+        if (q < w || w == e)
+            return q;
+        p = q;
+    }
+}
+
+/* C_VALUE: C_TARGET plus SP and HTAB; the word test leaves HTAB to the table. */
+static inline const char *span_value(const char *p, const char *e)
+{
+    for (;;) {
+        while (e - p >= 8) {
+            uint64_t x = load64(p);
+            if (HAS_LESS(x, 0x20) | HAS_LESS(x ^ (ONES * 0x7f), 1))
+                break;
+            p += 8;
+        }
+        const char *w = e - p >= 8 ? p + 8 : e, *q = span(p, w, C_VALUE);
+        if (q < w || w == e)
+            return q;
+        p = q;
+    }
 }
 
 /* s[0..n) equals lit (lowercase letters, digits, '-') ignoring ASCII case.
@@ -374,7 +423,7 @@ int srv_parse_request(const char *buf, size_t len, struct srv_request *req,
     req->method_len = (size_t)(p - ls);
 
     const char *t = ++p;
-    p = span(p, wend, C_TARGET);
+    p = span_target(p, wend);
     if (p == wend)
         return out_of_bytes(req, cap, full, 414, "request line too long", capped);
     if (*p != ' ' || p == t)
@@ -448,7 +497,7 @@ int srv_parse_request(const char *buf, size_t len, struct srv_request *req,
         while (p < wend && is_ows(*p))
             p++;
         const char *val = p;
-        p = span(p, wend, C_VALUE);
+        p = span_value(p, wend);
         if (p == wend)
             return out_of_bytes(req, cap, full, 431, "header field too long", capped);
         if (*p != '\r')

@@ -579,6 +579,55 @@ TEST(field_value_controls)
     CHECK(eqs(hdr("x")->value, hdr("x")->value_len, "a\tb"));
 }
 
+/* The target and value scans go 8 bytes at a time: put each bad byte at
+ * every offset of long targets and values, and the good-but-unusual bytes
+ * (HTAB, obs-text) too. */
+TEST(word_scans_every_offset)
+{
+    static const char bad_value[] = {0x00, 0x01, 0x08, 0x0a, 0x0b, 0x1f, 0x7f};
+    static const char bad_target[] = {0x00, 0x01, 0x09, 0x0a, 0x1f, 0x7f};
+    static const char good_value[] = {'\t', ' ', '\x80', '\xff', '~', '!'};
+    char buf[256], val[64];
+    for (size_t vlen = 1; vlen <= 40; vlen++) {
+        for (size_t at = 0; at < vlen; at++) {
+            for (size_t b = 0; b < sizeof bad_value; b++) {
+                memset(val, 'v', vlen);
+                val[at] = bad_value[b];
+                int n = sprintf(buf, "GET / HTTP/1.1\r\nHost: a\r\nX: ");
+                memcpy(buf + n, val, vlen);
+                memcpy(buf + n + vlen, "z\r\n\r\n", 5);
+                ERRN(buf, n + vlen + 5, 400);
+            }
+            for (size_t g = 0; g < sizeof good_value; g++) {
+                memset(val, 'v', vlen);
+                val[at] = good_value[g];
+                int n = sprintf(buf, "GET / HTTP/1.1\r\nHost: a\r\nX: z");
+                memcpy(buf + n, val, vlen);
+                memcpy(buf + n + vlen, "z\r\n\r\n", 6); /* with the NUL */
+                int r = parse(buf, strlen(buf));
+                CHECK(r == (int)strlen(buf));
+                CHECK(hdr("x")->value_len == vlen + 2);
+                CHECK(memcmp(hdr("x")->value + 1, val, vlen) == 0);
+            }
+            for (size_t b = 0; b < sizeof bad_target; b++) {
+                memset(val, 'p', vlen);
+                val[at] = bad_target[b];
+                int n = sprintf(buf, "GET /");
+                memcpy(buf + n, val, vlen);
+                memcpy(buf + n + vlen, " HTTP/1.1\r\nHost: a\r\n\r\n", 22);
+                ERRN(buf, n + vlen + 22, 400);
+            }
+            memset(val, 'p', vlen);
+            val[at] = '\xc3';
+            int n = sprintf(buf, "GET /");
+            memcpy(buf + n, val, vlen);
+            memcpy(buf + n + vlen, " HTTP/1.1\r\nHost: a\r\n\r\n", 23); /* with the NUL */
+            CHECK(parse(buf, strlen(buf)) == (int)strlen(buf));
+            CHECK(R.target_len == vlen + 1 && memcmp(R.target + 1, val, vlen) == 0);
+        }
+    }
+}
+
 TEST(nul_anywhere)
 {
     static const char good[] = "GET /a?b HTTP/1.1\r\nHost: a\r\nX-Y: zz\r\n\r\n";
@@ -1031,6 +1080,9 @@ TEST(chunked_size_refused)
 TEST(chunked_data_crlf_refused)
 {
     DEC_ERR("5\r\nhelloX\r\n0\r\n\r\n");
+    DEC_ERR("5\r\nhelloX\n0\r\n\r\n");
+    DEC_ERR("5\r\nhello\n\n0\r\n\r\n");
+    DEC_ERR("5\r\nhello\r\r0\r\n\r\n");
     DEC_ERR("5\r\nhello\n0\r\n\r\n");
     DEC_ERR("5\r\nhello\rX0\r\n\r\n");
     DEC_ERR("5\r\nhello0\r\n\r\n");
@@ -1179,6 +1231,7 @@ int main(void)
     RUN(bare_lf);
     RUN(obs_fold_and_field_names);
     RUN(field_value_controls);
+    RUN(word_scans_every_offset);
     RUN(nul_anywhere);
     RUN(request_line_refused);
     RUN(versions);

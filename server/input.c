@@ -1,0 +1,431 @@
+/* server/input.c - wsgi.input: the request body as a file-like object.
+ *
+ * Reads come from the connection's buffer first (body bytes that arrived
+ * with the head) and then from the socket, parking the green thread with
+ * the GIL released while nothing has arrived. Bytes past the end of the
+ * body - a pipelined next request - stay in the connection buffer for it:
+ * the object never returns them (PEP 3333's "never read past the body").
+ *
+ * Content-Length bodies: body bytes in the buffer are c->buf[c->off ..
+ * c->off + min(c->len - c->off, remaining)). Chunked bodies are decoded in
+ * place: c->buf[c->off .. dec_end) holds decoded bytes not yet handed out,
+ * c->buf[dec_end .. c->len) raw bytes not yet decoded.
+ *
+ * "Expect: 100-continue" is answered on the first read that needs bytes
+ * from the socket, so an app that refuses the body never invites it.
+ */
+#include <errno.h>
+#include <string.h>
+#include <sys/uio.h>
+
+#include "server/py.h"
+
+#define SRV_DRAIN_MAX (256 * 1024) /* unread body drained for keep-alive */
+
+struct srv_input {
+    PyObject_HEAD
+    struct srv_conn *c;   /* NULL once the request is over */
+    int chunked;
+    int done;             /* the whole body has been received */
+    int expect_continue;  /* 100 Continue still owed */
+    int failed;           /* a read failed: the connection must close */
+    uint64_t remaining;   /* Content-Length bytes not yet taken from buf */
+    uint64_t total;       /* body bytes handed out or buffered, chunked */
+    uint64_t max_body;    /* 0 = unlimited */
+    size_t dec_end;
+    struct srv_chunked dec;
+};
+
+/* Body bytes ready in the buffer. */
+static size_t in_avail(struct srv_input *in)
+{
+    struct srv_conn *c = in->c;
+
+    if (in->chunked)
+        return in->dec_end - c->off;
+    {
+        size_t have = c->len - c->off;
+        return (uint64_t)have < in->remaining ? have : (size_t)in->remaining;
+    }
+}
+
+static void in_consume(struct srv_input *in, size_t n)
+{
+    in->c->off += n;
+    if (!in->chunked) {
+        in->remaining -= n;
+        if (in->remaining == 0)
+            in->done = 1;
+    }
+}
+
+static PyObject *in_fail(struct srv_input *in, const char *msg)
+{
+    in->failed = 1;
+    if (errno == ETIMEDOUT)
+        PyErr_Format(PyExc_TimeoutError,
+                     "the client sent no request body bytes for %.0f s "
+                     "(body_timeout)", in->c->srv->opt.body_timeout);
+    else
+        PyErr_SetString(PyExc_OSError, msg);
+    return NULL;
+}
+
+/* Makes more body bytes available. Returns 1 if there are some, 0 at the
+ * end of the body, -1 with an exception set. */
+static int in_fill(struct srv_input *in)
+{
+    struct srv_conn *c = in->c;
+    int n;
+
+    for (;;) {
+        if (in_avail(in))
+            return 1;
+        if (in->done || in->failed)
+            return in->failed ? (in_fail(in, "request body unreadable"), -1) : 0;
+        if (in->expect_continue) {
+            static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+            struct iovec iov = {(void *)cont, sizeof cont - 1};
+            in->expect_continue = 0;
+            if (srv_send_all(c, &iov, 1, c->srv->opt.body_timeout) < 0)
+                return in_fail(in, "client disconnected"), -1;
+        }
+        /* Compact: drop what was consumed so the buffer does not grow. */
+        if (c->off) {
+            memmove(c->buf, c->buf + c->off, c->len - c->off);
+            c->len -= c->off;
+            in->dec_end -= c->off;
+            c->off = 0;
+        }
+        if (in->chunked && in->dec_end < c->len) {
+            size_t raw = c->len - in->dec_end, out = raw;
+            ssize_t r = srv_chunked_decode(&in->dec, c->buf + in->dec_end, &out);
+            if (r == -1) {
+                in->failed = 1;
+                PyErr_Format(PyExc_ValueError, "bad chunked request body: %s",
+                             in->dec.error ? in->dec.error : "malformed");
+                return -1;
+            }
+            if (r >= 0) { /* body complete: r bytes of the next request follow */
+                memmove(c->buf + in->dec_end + out,
+                        c->buf + in->dec_end + raw - (size_t)r, (size_t)r);
+                in->done = 1;
+            }
+            c->len = in->dec_end + out + (r > 0 ? (size_t)r : 0);
+            in->dec_end += out;
+            in->total += out;
+            if (in->max_body && in->total > in->max_body) {
+                in->failed = 1;
+                PyErr_Format(PyExc_ValueError,
+                             "request body larger than max_body_size (%llu bytes)",
+                             (unsigned long long)in->max_body);
+                return -1;
+            }
+            continue;
+        }
+        n = srv_conn_fill(c, c->srv->opt.body_timeout);
+        if (n == 0) {
+            errno = 0;
+            in_fail(in, "client disconnected before sending the whole "
+                        "request body");
+            return -1;
+        }
+        if (n < 0) {
+            in_fail(in, strerror(errno));
+            return -1;
+        }
+    }
+}
+
+/* ---- the Python methods ---------------------------------------------- */
+
+static PyObject *in_read_n(struct srv_input *in, Py_ssize_t size)
+{
+    PyObject *out;
+    char *p;
+    Py_ssize_t got = 0;
+
+    if (!in->c || size == 0)
+        return PyBytes_FromStringAndSize(NULL, 0);
+    if (size < 0) {
+        /* Everything: size known for Content-Length, grown for chunked. */
+        Py_ssize_t cap = in->chunked ? 8192 : (Py_ssize_t)(in->remaining);
+        out = PyBytes_FromStringAndSize(NULL, cap);
+        if (!out)
+            return NULL;
+        for (;;) {
+            int r = in_fill(in);
+            size_t a;
+            if (r < 0) {
+                Py_DECREF(out);
+                return NULL;
+            }
+            if (r == 0)
+                break;
+            a = in_avail(in);
+            if (got + (Py_ssize_t)a > cap) {
+                cap = (got + (Py_ssize_t)a) * 2;
+                if (_PyBytes_Resize(&out, cap) < 0)
+                    return NULL;
+            }
+            memcpy(PyBytes_AS_STRING(out) + got, in->c->buf + in->c->off, a);
+            got += (Py_ssize_t)a;
+            in_consume(in, a);
+        }
+        if (got != cap && _PyBytes_Resize(&out, got) < 0)
+            return NULL;
+        return out;
+    }
+    if (!in->chunked && (uint64_t)size > in->remaining)
+        size = (Py_ssize_t)in->remaining;
+    out = PyBytes_FromStringAndSize(NULL, size);
+    if (!out)
+        return NULL;
+    p = PyBytes_AS_STRING(out);
+    /* Like a socket file: return once some bytes are there, but keep
+     * going while the buffer can still satisfy more of the request. */
+    while (got < size) {
+        int r = in_fill(in);
+        size_t a;
+        if (r < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        if (r == 0)
+            break;
+        a = in_avail(in);
+        if ((Py_ssize_t)a > size - got)
+            a = (size_t)(size - got);
+        memcpy(p + got, in->c->buf + in->c->off, a);
+        got += (Py_ssize_t)a;
+        in_consume(in, a);
+    }
+    if (got != size && _PyBytes_Resize(&out, got) < 0)
+        return NULL;
+    return out;
+}
+
+static int in_size_arg(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t *size)
+{
+    *size = -1;
+    if (nargs > 1) {
+        PyErr_SetString(PyExc_TypeError, "expected at most one argument");
+        return -1;
+    }
+    if (nargs == 1 && args[0] != Py_None) {
+        *size = PyNumber_AsSsize_t(args[0], PyExc_OverflowError);
+        if (*size == -1 && PyErr_Occurred())
+            return -1;
+    }
+    return 0;
+}
+
+static PyObject *in_read(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t size;
+
+    if (in_size_arg(args, nargs, &size) < 0)
+        return NULL;
+    return in_read_n((struct srv_input *)self, size);
+}
+
+static PyObject *in_readline_n(struct srv_input *in, Py_ssize_t size)
+{
+    PyObject *out = NULL;
+    Py_ssize_t got = 0;
+
+    if (!in->c || size == 0)
+        return PyBytes_FromStringAndSize(NULL, 0);
+    for (;;) {
+        int r = in_fill(in);
+        size_t a, take;
+        const char *start, *nl;
+        if (r < 0) {
+            Py_XDECREF(out);
+            return NULL;
+        }
+        if (r == 0)
+            break;
+        a = in_avail(in);
+        if (size > 0 && (Py_ssize_t)a > size - got)
+            a = (size_t)(size - got);
+        start = in->c->buf + in->c->off;
+        nl = memchr(start, '\n', a);
+        take = nl ? (size_t)(nl - start) + 1 : a;
+        if (!out) {
+            out = PyBytes_FromStringAndSize(start, (Py_ssize_t)take);
+            if (!out)
+                return NULL;
+        } else {
+            Py_ssize_t old = PyBytes_GET_SIZE(out);
+            if (_PyBytes_Resize(&out, old + (Py_ssize_t)take) < 0)
+                return NULL;
+            memcpy(PyBytes_AS_STRING(out) + old, start, take);
+        }
+        got += (Py_ssize_t)take;
+        in_consume(in, take);
+        if (nl || (size > 0 && got >= size))
+            break;
+    }
+    return out ? out : PyBytes_FromStringAndSize(NULL, 0);
+}
+
+static PyObject *in_readline(PyObject *self, PyObject *const *args,
+                             Py_ssize_t nargs)
+{
+    Py_ssize_t size;
+
+    if (in_size_arg(args, nargs, &size) < 0)
+        return NULL;
+    return in_readline_n((struct srv_input *)self, size);
+}
+
+static PyObject *in_readlines(PyObject *self, PyObject *const *args,
+                              Py_ssize_t nargs)
+{
+    Py_ssize_t hint, total = 0;
+    PyObject *list = PyList_New(0);
+
+    if (!list || in_size_arg(args, nargs, &hint) < 0) {
+        Py_XDECREF(list);
+        return NULL;
+    }
+    for (;;) {
+        PyObject *line = in_readline_n((struct srv_input *)self, -1);
+        if (!line) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        if (PyBytes_GET_SIZE(line) == 0) {
+            Py_DECREF(line);
+            break;
+        }
+        total += PyBytes_GET_SIZE(line);
+        if (PyList_Append(list, line) < 0) {
+            Py_DECREF(line);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(line);
+        if (hint > 0 && total >= hint)
+            break;
+    }
+    return list;
+}
+
+static PyObject *in_iternext(PyObject *self)
+{
+    PyObject *line = in_readline_n((struct srv_input *)self, -1);
+
+    if (line && PyBytes_GET_SIZE(line) == 0) {
+        Py_DECREF(line);
+        return NULL; /* StopIteration */
+    }
+    return line;
+}
+
+static void in_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+
+    tp->tp_free(self);
+}
+
+static PyMethodDef in_methods[] = {
+    {"read", (PyCFunction)(void (*)(void))in_read, METH_FASTCALL,
+     "read(size=-1) -> bytes: up to size bytes of the body, all if < 0."},
+    {"readline", (PyCFunction)(void (*)(void))in_readline, METH_FASTCALL,
+     "readline(size=-1) -> bytes: one line, at most size bytes."},
+    {"readlines", (PyCFunction)(void (*)(void))in_readlines, METH_FASTCALL,
+     "readlines(hint=-1) -> list of lines."},
+    {NULL, NULL, 0, NULL},
+};
+
+PyTypeObject srv_input_type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "libgreen.wsgi.Input",
+    .tp_basicsize = sizeof(struct srv_input),
+    .tp_dealloc = in_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "wsgi.input: the request body (PEP 3333).",
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = in_iternext,
+    .tp_methods = in_methods,
+};
+
+/* ---- the server's side ------------------------------------------------ */
+
+PyObject *srv_input_new(struct srv_conn *c, const struct srv_request *req,
+                        size_t head_len)
+{
+    struct srv_input *in = PyObject_New(struct srv_input, &srv_input_type);
+
+    if (!in)
+        return NULL;
+    in->c = c;
+    c->off = head_len;
+    in->chunked = req->chunked;
+    in->remaining = req->content_length > 0 ? (uint64_t)req->content_length : 0;
+    in->done = !req->chunked && in->remaining == 0;
+    in->expect_continue = req->expect_continue && !in->done;
+    in->failed = 0;
+    in->total = 0;
+    in->max_body = c->srv->opt.max_body_size;
+    in->dec_end = head_len;
+    srv_chunked_init(&in->dec);
+    return (PyObject *)in;
+}
+
+/* Ends the request's use of the body: drains an unread remainder (up to
+ * SRV_DRAIN_MAX) so the connection can serve the next request, and
+ * compacts the buffer so the next request starts at c->buf[0]. Returns 1
+ * if the connection can be kept, 0 if it must close. GIL held. */
+int srv_input_finish(PyObject *obj, size_t *unused)
+{
+    struct srv_input *in = (struct srv_input *)obj;
+    struct srv_conn *c = in->c;
+    size_t drained = 0;
+    int keep = 1;
+
+    (void)unused;
+    if (!c)
+        return 0;
+    if (in->expect_continue && !in->done && !in_avail(in)) {
+        keep = 0; /* we never asked for the body: it may never come */
+    } else {
+        while (!in->failed) {
+            size_t a = in_avail(in);
+            int r;
+            if (a) {
+                in_consume(in, a);
+                drained += a;
+                continue;
+            }
+            if (in->done)
+                break;
+            if (drained >= SRV_DRAIN_MAX) {
+                keep = 0; /* a large unread body: cheaper to close */
+                break;
+            }
+            r = in_fill(in);
+            if (r < 0) {
+                PyErr_Clear();
+                keep = 0;
+                break;
+            }
+            if (r == 0)
+                break;
+        }
+    }
+    if (in->failed)
+        keep = 0;
+    if (keep) {
+        memmove(c->buf, c->buf + c->off, c->len - c->off);
+        c->len -= c->off;
+    } else {
+        c->len = 0;
+    }
+    c->off = 0;
+    in->c = NULL;
+    return keep;
+}
