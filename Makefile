@@ -167,7 +167,7 @@ fuzz:
 
 run: deps
 	@$(MAKE) --no-print-directory all
-	@echo "examples/ not served yet: the WSGI server is issue 3"
+	cd examples && LD_PRELOAD=$(abspath build/libgreen.so) $(PYTHON) wsgi.py
 
 clean:
 	rm -rf build

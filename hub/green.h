@@ -203,6 +203,8 @@ struct green_stats {
     uint64_t live;           /* spawned and not yet finished */
     uint64_t switches;       /* context switches into green threads */
     uint64_t stacks_pooled;  /* stacks kept for reuse */
+    uint64_t stack_high_water; /* deepest stack use seen, in bytes; only
+                                  measured with LIBGREEN_STACK_STATS=1 */
 };
 GREEN_API void green_get_stats(struct green_stats *out);
 

@@ -99,8 +99,29 @@ void *hub_stack_get(struct hub *hub, size_t size)
     return base + HUB_GUARD;
 }
 
+/* With LIBGREEN_STACK_STATS=1, how deep did this stack ever reach? Fresh
+ * stack pages are zero, so the lowest non-zero byte marks the deepest
+ * frame any thread on it wrote. Costs a scan: a measuring aid only. */
+static void hub_stack_measure(struct hub *hub, const char *lo, size_t size)
+{
+    static int enabled = -1;
+    size_t i;
+
+    if (enabled < 0) {
+        const char *e = getenv("LIBGREEN_STACK_STATS");
+        enabled = e && *e && strcmp(e, "0") != 0;
+    }
+    if (!enabled)
+        return;
+    for (i = 0; i < size && !lo[i]; i++)
+        ;
+    if (size - i > hub->stats.stack_high_water)
+        hub->stats.stack_high_water = size - i;
+}
+
 void hub_stack_put(struct hub *hub, void *lo, size_t size)
 {
+    hub_stack_measure(hub, lo, size);
     if (size == green_default_stack_size()) {
         if (hub->stack_pool_len == hub->stack_pool_cap &&
             hub->stack_pool_cap < HUB_POOL_MAX) {

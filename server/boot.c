@@ -44,6 +44,7 @@ static const struct libgreen_api srv_api = {
     .wq_wake_all = green_wq_wake_all,
     .set_park_hooks = green_set_park_hooks,
     .get_stats = green_get_stats,
+    .default_stack_size = green_default_stack_size,
 };
 
 __attribute__((visibility("default"))) const struct libgreen_api *

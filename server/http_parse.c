@@ -108,8 +108,8 @@ static inline const char *span(const char *p, const char *e, unsigned cls)
 }
 
 /* The same for request-targets and field values, 8 bytes at a time while
- * no byte in the word can be out of class (SWAR; HAS_LESS may flag a good
- * byte, never miss a bad one), the table for the word that might be. */
+ * the word has no control byte or DEL (SWAR: HAS_LESS is exact for the word
+ * as a whole), then the table from the word that has one. */
 #define ONES  0x0101010101010101ull
 #define HIGHS 0x8080808080808080ull
 #define HAS_LESS(x, n) (((x) - ONES * (n)) & ~(x) & HIGHS) /* some byte < n */
@@ -121,24 +121,21 @@ static inline uint64_t load64(const char *p)
     return x;
 }
 
-/* C_TARGET: bytes 0x21-0x7e and 0x80-0xff. */
+/* C_TARGET: bytes 0x21-0x7e and 0x80-0xff; a flagged word has a byte out
+ * of class, so the table finds it within the word. */
 static inline const char *span_target(const char *p, const char *e)
 {
-    for (;;) {
-        while (e - p >= 8) {
-            uint64_t x = load64(p);
-            if (HAS_LESS(x, 0x21) | HAS_LESS(x ^ (ONES * 0x7f), 1))
-                break;
-            p += 8;
-        }
-        const char *w = e - p >= 8 ? p + 8 : e, *q = span(p, w, C_TARGET);
-        if (q < w || w == e)
-            return q;
-        p = q;
+    while (e - p >= 8) {
+        uint64_t x = load64(p);
+        if (HAS_LESS(x, 0x21) | HAS_LESS(x ^ (ONES * 0x7f), 1))
+            break;
+        p += 8;
     }
+    return span(p, e, C_TARGET);
 }
 
-/* C_VALUE: C_TARGET plus SP and HTAB; the word test leaves HTAB to the table. */
+/* C_VALUE: C_TARGET plus SP and HTAB. HTAB flags a word too, so after a
+ * flagged word that was all good, go on 8 at a time. */
 static inline const char *span_value(const char *p, const char *e)
 {
     for (;;) {
@@ -190,8 +187,8 @@ static int fail(struct srv_request *req, size_t cap, int status, const char *why
     return -1;
 }
 
-/* Calls fn(ctx-free state, element, length) for each non-empty element of
- * a comma-separated list, OWS trimmed. Used for Connection and
+/* Runs body with el/elen set to each non-empty element of a
+ * comma-separated list, OWS trimmed. Used for Connection and
  * Transfer-Encoding; quoted commas need no care as any element other than
  * a plain "chunked" makes Transfer-Encoding an error anyway. */
 #define FOR_EACH_ELEMENT(v, vlen, el, elen, body)                           \
@@ -588,6 +585,11 @@ static inline unsigned hexval(unsigned char c)
     return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10;
 }
 
+/* Chunk data is moved down over the framing with memmove (output never
+ * overtakes input: o <= i), everything else goes through the byte switch,
+ * so a split anywhere only changes where a call returns. Once the body is
+ * complete, further calls return all their input as left over; after an
+ * error they return -1 again. */
 ssize_t srv_chunked_decode(struct srv_chunked *st, char *buf, size_t *len)
 {
     const size_t n = *len;

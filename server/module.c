@@ -81,6 +81,23 @@ static PyObject *mod_sleep(PyObject *self, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+/* ---- stats ------------------------------------------------------------ */
+
+static PyObject *mod_stats(PyObject *self, PyObject *unused)
+{
+    struct green_stats st;
+
+    G.get_stats(&st);
+    return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:n}", "spawned",
+                         (unsigned long long)st.spawned, "live",
+                         (unsigned long long)st.live, "switches",
+                         (unsigned long long)st.switches, "stacks_pooled",
+                         (unsigned long long)st.stacks_pooled,
+                         "stack_high_water",
+                         (unsigned long long)st.stack_high_water, "stack_size",
+                         (Py_ssize_t)G.default_stack_size());
+}
+
 /* ---- spawn and GreenThread ------------------------------------------- */
 
 struct srv_gt {
@@ -407,6 +424,9 @@ out:
 static PyMethodDef mod_methods[] = {
     {"spawn", (PyCFunction)(void (*)(void))mod_spawn, METH_VARARGS | METH_KEYWORDS,
      "spawn(fn, *args, **kw) -> GreenThread: run fn in a new green thread"},
+    {"stats", mod_stats, METH_NOARGS,
+     "stats() -> dict: green threads spawned and live, switches, pooled "
+     "stacks, and (with LIBGREEN_STACK_STATS=1) the deepest stack use"},
     {"sleep", mod_sleep, METH_O,
      "sleep(seconds): park this green thread (or run the hub) for seconds"},
     {NULL, NULL, 0, NULL},

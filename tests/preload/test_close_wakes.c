@@ -8,7 +8,6 @@
  * them may hang, and none may read from a new file that reuses the number
  * right after the close.
  */
-#define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>

@@ -10,7 +10,6 @@
  * sockets, that everything ran on one OS thread, and that it is fast
  * (well under a few seconds).
  */
-#define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdlib.h>

@@ -9,7 +9,6 @@
  * parked and other green threads set errno meanwhile: no internal EAGAIN
  * or EINPROGRESS leaks out, and no other thread's errno either.
  */
-#define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>

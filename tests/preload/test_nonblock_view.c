@@ -10,7 +10,6 @@
  * blocks until a connection arrives (made by an OS thread after a delay)
  * instead of failing with EAGAIN.
  */
-#define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>

@@ -10,7 +10,6 @@
  * on connected sockets - a child process sharing the open file would see
  * it and fail with EAGAIN.
  */
-#define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>

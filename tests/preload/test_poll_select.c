@@ -9,7 +9,6 @@
  * ready already returns without parking; epoll_wait on an epoll fd parks
  * and wakes on data with the caller's event data.
  */
-#define _GNU_SOURCE
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>

@@ -10,7 +10,6 @@
  * outside green threads every sleep is libc's real one (the OS thread
  * sleeps; no green thread runs meanwhile).
  */
-#define _GNU_SOURCE
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>

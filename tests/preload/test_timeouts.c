@@ -10,7 +10,6 @@
  * 127.0.0.1 fails with ECONNREFUSED as libc's does, and a successful
  * connect returns 0 with a usable, still blocking socket.
  */
-#define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>

@@ -251,7 +251,7 @@ TEST(absolute_form)
     CHECK(eqs(R.query, R.query_len, "q=1"));
     OK("GET https://example.com HTTP/1.1\r\n" HOST "\r\n");
     CHECK(R.form == SRV_FORM_ABSOLUTE && R.query == NULL);
-    OK("GET svn+ssh.x-y:z HTTP/1.1\r\n" HOST "\r\n");
+    OK("GET svn+ssh.x-y9:z HTTP/1.1\r\n" HOST "\r\n");
     CHECK(R.form == SRV_FORM_ABSOLUTE);
     ERR("GET example HTTP/1.1\r\n" HOST "\r\n", 400);
     ERR("GET ://x HTTP/1.1\r\n" HOST "\r\n", 400);
@@ -845,6 +845,10 @@ TEST(limit_head_size)
     memmove(buf + 2, buf, n + 2);
     memcpy(buf, "\r\n", 2);
     CHECK(expect_err(buf, n + 4, 431, MAXH, &lim));
+    /* huge limits are fine (the head size is capped at INT_MAX) */
+    struct srv_limits huge = {SIZE_MAX, SIZE_MAX, SIZE_MAX, SIZE_MAX};
+    n = make_fields(buf, 3, 10, "\r\n");
+    CHECK(parse_prefixes(buf, n, MAXH, &huge) == (int)n);
     /* the default, 65536: 99 fields of 700 bytes */
     n = make_fields(buf, 90, 700, "\r\n");
     CHECK(n < 65536);
@@ -996,6 +1000,7 @@ TEST(chunked_valid)
     DEC_OK("5;foo=bar\r\nhello\r\n0;last\r\n\r\n", "hello", 0);
     DEC_OK("5;a;b=c;d=\"q \\\"x\\\" \t\x80;=\"\r\nhello\r\n0\r\n\r\n", "hello", 0);
     DEC_OK("5;a=\"\"\r\nhello\r\n0\r\n\r\n", "hello", 0);
+    DEC_OK("5;a=\"x\";b;c=\"\\\\\"\r\nhello\r\n0\r\n\r\n", "hello", 0);
     DEC_OK("5\r\nhello\r\n0\r\nX-Trailer: a b\r\nY:\r\nZ:\t\x80\r\n\r\n", "hello", 0);
     DEC_OK("3\r\nabc\r\n0\r\n\r\nGET / HTTP/1.1\r\n", "abc", 16);
     DEC_OK("3\r\nabc\r\n0\r\nT: 1\r\n\r\n\r\n", "abc", 2);
