@@ -114,7 +114,7 @@ static PyTypeObject srv_gt_type;
 static void srv_gt_run(void *arg)
 {
     struct srv_gt *gt = arg;
-    PyThreadState *ts = PyThreadState_New(gt->interp);
+    PyThreadState *ts = srv_tstate_get(gt->interp);
 
     if (!ts) {
         gt->done = 1; /* cannot run without a thread state */
@@ -139,8 +139,7 @@ static void srv_gt_run(void *arg)
     gt->done = 1;
     G.wq_wake_all(&gt->waiters);
     Py_DECREF(gt); /* the reference the green thread held */
-    PyThreadState_Clear(ts);
-    PyThreadState_DeleteCurrent();
+    srv_tstate_put(ts);
 }
 
 static PyObject *mod_spawn(PyObject *self, PyObject *args, PyObject *kwargs)

@@ -152,6 +152,11 @@ static inline void srv_restore_exc(PyObject *exc)
 #endif
 }
 
+/* tstate.c */
+SRV_HIDDEN PyThreadState *srv_tstate_get(PyInterpreterState *interp);
+SRV_HIDDEN void srv_tstate_put(PyThreadState *ts);
+SRV_HIDDEN void srv_tstate_drain(void);
+
 /* compat.c */
 SRV_HIDDEN void srv_compat_init(void);
 

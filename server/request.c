@@ -192,14 +192,16 @@ static PyObject *srv_build_environ(struct srv_conn *c, const struct srv_request 
     else
         method = srv_latin1(req->method, req->method_len);
     if (req->form == SRV_FORM_ABSOLUTE) {
-        /* http://authority/path: PATH_INFO is the path alone */
+        /* http://authority/path?query: PATH_INFO is the path alone. The
+         * parser hands over the whole target for this form, query
+         * included, so the path ends where the query starts. */
         const char *s = memchr(path, ':', path_len);
-        const char *end = path + path_len;
+        const char *end = req->query ? req->query - 1 : path + path_len;
         if (s && end - s >= 3 && s[1] == '/' && s[2] == '/') {
             const char *q = memchr(s + 3, '/', (size_t)(end - s - 3));
             path = q ? q : end;
-            path_len = (size_t)(end - path);
         }
+        path_len = (size_t)(end - path);
     } else if (req->form != SRV_FORM_ORIGIN) {
         path_len = 0; /* "*" and authority-form have no path */
     }
@@ -964,7 +966,7 @@ void srv_request_green(void *arg)
 {
     struct srv_conn *c = arg;
     struct srv_server *srv = c->srv;
-    PyThreadState *ts = PyThreadState_New(srv->interp);
+    PyThreadState *ts = srv_tstate_get(srv->interp);
     size_t cap = srv->opt.limits.max_headers ? srv->opt.limits.max_headers
                                             : SRV_DEFAULT_MAX_HEADERS;
     struct srv_header *hdrs = PyMem_RawMalloc(cap * sizeof *hdrs);
@@ -1009,6 +1011,5 @@ void srv_request_green(void *arg)
     }
     PyMem_RawFree(hdrs);
     srv_request_done(srv);
-    PyThreadState_Clear(ts);
-    PyThreadState_DeleteCurrent();
+    srv_tstate_put(ts);
 }

@@ -495,6 +495,8 @@ PyObject *srv_serve(struct srv_server *srv)
     rc = G.hub_run(srv_done, srv);
     PyEval_RestoreThread(srv->main_ts);
     srv->main_ts = NULL;
+    if (!srv->active)
+        srv_tstate_drain(); /* abandoned requests may still hold some */
 
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);

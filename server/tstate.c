@@ -1,0 +1,69 @@
+/* server/tstate.c - a pool of Python thread states for green threads.
+ *
+ * Every green thread that runs Python needs a PyThreadState of its own
+ * (DESIGN.md, "Verified mechanism"). Making one per request is costly:
+ * CPython maps a fresh data stack for each new thread state on its first
+ * call and unmaps it when the state is deleted - two system calls and
+ * page faults per request, the largest item in a profile of a hello-world
+ * app. So finished states are reset and kept for the next green thread.
+ *
+ * Reset means: what a brand-new thread would not see is gone. The
+ * per-thread dict (threading.local data, thread-local caches) is cleared,
+ * a trace or profile function a request installed is removed, and no
+ * exception or context is left (requests enter and leave their own
+ * contextvars.Context). Recursion depth is back at zero by construction.
+ *
+ * All of it runs on the hub's OS thread only, so the pool needs no lock.
+ */
+#include "server/py.h"
+
+#define SRV_TSTATE_POOL 256
+
+static PyThreadState *srv_pool[SRV_TSTATE_POOL];
+static size_t srv_pool_len;
+
+/* A detached thread state for the calling green thread, or NULL. Does
+ * not need the GIL. */
+PyThreadState *srv_tstate_get(PyInterpreterState *interp)
+{
+    if (srv_pool_len)
+        return srv_pool[--srv_pool_len];
+    return PyThreadState_New(interp);
+}
+
+/* Releases the current thread state ts (attached, GIL held): resets it
+ * and pools it, or deletes it if the pool is full. Returns with no
+ * thread state attached and the GIL released. */
+void srv_tstate_put(PyThreadState *ts)
+{
+    PyObject *dict;
+
+    if (srv_pool_len == SRV_TSTATE_POOL) {
+        PyThreadState_Clear(ts);
+        PyThreadState_DeleteCurrent();
+        return;
+    }
+    if (PyErr_Occurred())
+        PyErr_Clear();
+    if (ts->c_tracefunc)
+        PyEval_SetTrace(NULL, NULL);
+    if (ts->c_profilefunc)
+        PyEval_SetProfile(NULL, NULL);
+    dict = PyThreadState_GetDict(); /* borrowed */
+    if (dict)
+        PyDict_Clear(dict);
+    if (PyErr_Occurred())
+        PyErr_Clear();
+    PyEval_SaveThread();
+    srv_pool[srv_pool_len++] = ts;
+}
+
+/* Deletes every pooled state. GIL held, called from the main thread. */
+void srv_tstate_drain(void)
+{
+    while (srv_pool_len) {
+        PyThreadState *ts = srv_pool[--srv_pool_len];
+        PyThreadState_Clear(ts);
+        PyThreadState_Delete(ts);
+    }
+}
