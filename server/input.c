@@ -367,7 +367,8 @@ PyObject *srv_input_new(struct srv_conn *c, const struct srv_request *req,
     in->chunked = req->chunked;
     in->remaining = req->content_length > 0 ? (uint64_t)req->content_length : 0;
     in->done = !req->chunked && in->remaining == 0;
-    in->expect_continue = req->expect_continue && !in->done;
+    /* A client that sent body bytes without waiting needs no invitation. */
+    in->expect_continue = req->expect_continue && !in->done && c->len == head_len;
     in->failed = 0;
     in->total = 0;
     in->max_body = c->srv->opt.max_body_size;
