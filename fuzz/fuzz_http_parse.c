@@ -185,6 +185,13 @@ static void decode(const char *src, size_t n, size_t step, size_t first,
     }
     oc->decoded = st.decoded;
     ASSERT(oc->decoded == oc->outlen);
+    if (oc->ret != -2) {
+        /* done stays done (input all left over), an error stays an error */
+        char more[3] = "GET";
+        size_t len = sizeof more;
+        ssize_t r = srv_chunked_decode(&st, more, &len);
+        ASSERT(len == 0 && r == (oc->ret == -1 ? -1 : (ssize_t)sizeof more));
+    }
 }
 
 static void check_chunked(const char *src, size_t n, const struct srv_chunked *proto)
@@ -213,6 +220,7 @@ static void check_chunked(const char *src, size_t n, const struct srv_chunked *p
     free(o2);
 }
 
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     /* Exact-size copy: reading buf[size] is a heap overflow ASan reports. */
@@ -237,8 +245,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     } else if (r < 0) {
         check_chunked(buf, size, &proto);
         proto.max_trailer_size = 16;
-        proto.max_chunk_line = 12;
-        proto.max_ext_size = 20;
+        proto.max_chunk_line = 24;
+        proto.max_ext_size = 10;
         check_chunked(buf, size, &proto);
     }
     free(buf);

@@ -184,6 +184,24 @@ GREEN_API int green_wq_wake_one(struct green_wq *wq);
 /* Wakes every waiter; returns how many. Does not switch. */
 GREEN_API int green_wq_wake_all(struct green_wq *wq);
 
+/* ---- plain parks, for wake-ups from outside the loop ------------------ */
+
+/* Parks the current green thread until green_unpark(g) or timeout. Unlike
+ * the other parks it keeps the hub's scheduler waiting even when no
+ * watcher is armed: the wake-up is expected from another OS thread (via
+ * green_hub_post) or from a green thread. Returns 0 when unparked,
+ * -1/ETIMEDOUT, -1/EINTR (green_interrupt), -1/EPERM outside a green
+ * thread. Switches. */
+GREEN_API int green_park(double timeout);
+
+/* Ends g's green_park with 0. Same OS thread as g only (from another one,
+ * post a function that calls it). A no-op unless g is in green_park.
+ * Does not switch. */
+GREEN_API void green_unpark(struct green *g);
+
+/* The hub a green thread belongs to (for green_hub_post). */
+GREEN_API struct hub *green_hub_of(const struct green *g);
+
 /* ---- hooks for the layer above --------------------------------------- */
 
 /* Called around every park of a green thread. The server uses them to

@@ -59,6 +59,7 @@ struct green {
     unsigned interruptible : 1;
     unsigned detached : 1;            /* free at finish */
     unsigned joined : 1;              /* someone is in green_join */
+    unsigned plain_park : 1;          /* parked in green_park */
 
     /* how the park ended: 0 or an errno; which fd index / events fired */
     int wake_err;

@@ -139,6 +139,7 @@ void hub_disarm(struct green *g)
     if (g->wq)
         hub_wq_unlink(g);
     g->interruptible = 0;
+    g->plain_park = 0;
 }
 
 /* Arms g's deadline timer unless timeout is negative (no deadline). */
@@ -396,3 +397,37 @@ int green_wq_wake_all(struct green_wq *wq)
     }
     return n;
 }
+
+/* ---- plain parks -------------------------------------------------------- */
+
+int green_park(double timeout)
+{
+    struct green *g = hub_tls_current;
+    int err;
+
+    if (!g) {
+        errno = EPERM;
+        return -1;
+    }
+    g->plain_park = 1;
+    g->interruptible = 1;
+    hub_arm_deadline(g->hub, g, timeout);
+    /* The waker is not a watcher: keep green_hub_run from concluding that
+     * nothing can ever wake us. */
+    ev_ref(g->hub->loop);
+    err = hub_park(g);
+    ev_unref(g->hub->loop);
+    if (err) {
+        errno = err;
+        return -1;
+    }
+    return 0;
+}
+
+void green_unpark(struct green *g)
+{
+    if (g->state == G_PARKED && g->plain_park)
+        hub_wake(g, 0, -1, 0);
+}
+
+struct hub *green_hub_of(const struct green *g) { return g->hub; }

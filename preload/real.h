@@ -11,6 +11,7 @@
 #define LIBGREEN_PRELOAD_REAL_H
 
 #include <poll.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/select.h>

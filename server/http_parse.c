@@ -478,14 +478,12 @@ int srv_parse_request(const char *buf, size_t len, struct srv_request *req,
         p = span(p, wend, C_TOKEN);
         if (p == wend)
             return out_of_bytes(req, cap, full, 431, "header field too long", capped);
-        if (*p != ':') {
-            const char *why =
-                p == ls && is_ows(*p) ? "obs-fold" :
-                *p == '\n' ? "bare LF" :
-                is_ows(*p) ? "whitespace before colon" :
-                "invalid character in field name";
-            return fail(req, cap, 400, why);
-        }
+        if (*p != ':')
+            return fail(req, cap, 400,
+                        p == ls && is_ows(*p) ? "obs-fold" :
+                        *p == '\n' ? "bare LF" :
+                        is_ows(*p) ? "whitespace before colon" :
+                        "invalid character in field name");
         if (p == ls)
             return fail(req, cap, 400, "empty field name");
         const char *name = ls;

@@ -235,9 +235,12 @@ static PyObject *srv_build_environ(struct srv_conn *c, const struct srv_request 
         }
         old = PyDict_GetItemWithError(env, key);
         if (old && key != k_clen) {
-            /* repeated field: one value, joined as RFC 9110 5.3 allows */
+            /* repeated field: one value, joined as RFC 9110 5.3 allows;
+             * Cookie lines join with "; " (RFC 6265 5.4), never "," -
+             * and only Cookie: Accept has six letters too. */
+            int cookie = h->name_len == 6 && strncasecmp(h->name, "Cookie", 6) == 0;
             PyObject *joined = PyUnicode_FromFormat(
-                "%U%s%U", old, h->name_len == 6 ? "; " : ",", val);
+                "%U%s%U", old, cookie ? "; " : ",", val);
             Py_DECREF(val);
             val = joined;
         }
@@ -867,6 +870,25 @@ static int srv_handle(struct srv_conn *c, struct srv_request *req, size_t head_l
     struct srv_resp *r;
     double started = ev_time();
     int keep, ok;
+    /* req's strings point into c->buf, which reading the body compacts
+     * and may reallocate (input.c): once the environ is built they are
+     * stale. The response (HEAD, version) and the log lines use this copy
+     * of the request line instead, cut to what the log prints. */
+    struct srv_request line = *req;
+    char method[33], target[801];
+
+    line.method_len = req->method_len < sizeof method - 1 ? req->method_len
+                                                          : sizeof method - 1;
+    line.target_len = req->target_len < sizeof target - 1 ? req->target_len
+                                                          : sizeof target - 1;
+    memcpy(method, req->method, line.method_len);
+    memcpy(target, req->target, line.target_len);
+    line.method = method;
+    line.target = target;
+    line.path = line.query = NULL;
+    line.path_len = line.query_len = 0;
+    line.headers = NULL;
+    line.nheaders = 0;
 
     if (srv->opt.max_body_size && req->content_length >= 0 &&
         (uint64_t)req->content_length > srv->opt.max_body_size) {
@@ -884,7 +906,7 @@ static int srv_handle(struct srv_conn *c, struct srv_request *req, size_t head_l
         return 0;
     }
     r->c = c;
-    r->req = req;
+    r->req = &line;
     r->status = r->headers = NULL;
     r->started = r->head_sent = r->chunked = r->close_after = r->no_body = 0;
     r->failed = 0;
@@ -935,7 +957,7 @@ app_error:
         if (PyErr_ExceptionMatches(PyExc_OSError) && r->failed)
             PyErr_Clear();
         else
-            srv_log_app_error(c, req);
+            srv_log_app_error(c, &line);
         if (!r->head_sent && !r->failed) {
             r->code = 500;
             srv_send_error(c, 500, NULL);
@@ -953,7 +975,7 @@ done:
     }
     keep = srv_input_finish(input, NULL) && !r->close_after && !r->failed;
     Py_DECREF(input);
-    srv_log_access(c, req, r->code ? r->code : 500, r->body_sent, started);
+    srv_log_access(c, &line, r->code ? r->code : 500, r->body_sent, started);
     r->c = NULL;
     Py_DECREF((PyObject *)r);
     if (PyErr_Occurred())

@@ -165,6 +165,13 @@ class Server:
                     return m
                 self._cond.wait(min(0.05, max(0.0, end - time.monotonic())))
 
+    def clear_output(self):
+        """Forgets what stderr and stdout held so far (later assertions
+        then see only what came after)."""
+        with self._lock:
+            self._err.clear()
+            self._out.clear()
+
     def records(self):
         """Lines the app wrote with record()."""
         try:

@@ -6,7 +6,9 @@
  * Build: gcc -std=gnu11 -O2 -I. tests/server/bench_http_parse.c \
  *            server/http_parse.c -o /tmp/bhp && /tmp/bhp [iterations]
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

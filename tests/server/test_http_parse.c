@@ -9,7 +9,9 @@
  * Build: gcc -std=gnu11 -O2 -g -Wall -Wextra -Werror -I. \
  *            tests/server/test_http_parse.c server/http_parse.c
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/mman.h>
