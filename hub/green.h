@@ -202,6 +202,25 @@ GREEN_API void green_unpark(struct green *g);
 /* The hub a green thread belongs to (for green_hub_post). */
 GREEN_API struct hub *green_hub_of(const struct green *g);
 
+/* ---- identity ------------------------------------------------------- */
+
+/* What pthread_self() returns inside g (hard rule 11): a value no real
+ * pthread_t can have (bit 63 set, then the hub's index and a slot), made
+ * on first use and recycled when g ends, so a process sees at most as
+ * many distinct ids as it ever had green threads alive at once. */
+#define GREEN_IDENT_TAG (((uintptr_t)0xFFFF) << 48)
+GREEN_API uintptr_t green_ident(struct green *g);
+
+/* The real pthread_t of the OS thread behind a value green_ident gave,
+ * so calls that take a pthread_t keep working; returns 0 if id is not one
+ * of ours (or its hub is gone). */
+GREEN_API uintptr_t green_ident_real(uintptr_t id);
+
+static inline int green_ident_is_ours(uintptr_t id)
+{
+    return (id >> 48) == 0xFFFF;
+}
+
 /* ---- hooks for the layer above --------------------------------------- */
 
 /* Called around every park of a green thread. The server uses them to

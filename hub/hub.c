@@ -164,6 +164,7 @@ static void hub_run_ready(struct hub *hub)
             hub->ready_tail = NULL;
         hub_switch_in(hub, g);
         if (g->state == G_DONE) {
+            hub_ident_release(hub, g);
             hub_stack_put(hub, g->stack_lo, g->stack_size);
             g->stack_lo = NULL;
             if (g->detached)
@@ -185,6 +186,7 @@ static void hub_destroy(void *arg)
 
     /* Threads still parked when their OS thread ends are abandoned: there
      * is nobody left to run them. Their memory goes with the process. */
+    hub_ident_unregister(hub);
     ev_async_stop(hub->loop, &hub->async);
     ev_loop_destroy(hub->loop);
     hub_stack_pool_free(hub);
@@ -248,6 +250,7 @@ struct hub *green_hub(void)
     /* The async watcher alone must not keep green_hub_run waiting. */
     ev_unref(hub->loop);
     hub->pid = getpid();
+    hub_ident_register(hub);
     hub_tls_hub = hub;
     pthread_setspecific(hub_key, hub);
     return hub;

@@ -42,6 +42,7 @@ struct green {
     void *arg;
     void *local;
     uint64_t id;
+    uint32_t ident_slot;              /* hub/ident.c, 0 = none yet */
 
     /* stack: usable [stack_lo, stack_lo + stack_size), guard page below */
     void *stack_lo;
@@ -103,6 +104,13 @@ struct hub {
 
     struct green_stats stats;
 
+    /* identities (hub/ident.c) */
+    pthread_t thread;                 /* the OS thread the hub runs on */
+    int ident_index;
+    uint32_t ident_next;
+    uint32_t *ident_free;
+    size_t ident_nfree, ident_cap;
+
 #if defined(__SANITIZE_ADDRESS__)
     const void *asan_stack_lo;        /* the hub context's own stack */
     size_t asan_stack_size;
@@ -126,6 +134,11 @@ HIDDEN void *hub_stack_get(struct hub *hub, size_t size);
 HIDDEN void hub_stack_put(struct hub *hub, void *lo, size_t size);
 HIDDEN void hub_stack_pool_free(struct hub *hub);
 HIDDEN int hub_overflow_guard_thread(void);
+
+/* ident.c */
+HIDDEN void hub_ident_register(struct hub *hub);
+HIDDEN void hub_ident_unregister(struct hub *hub);
+HIDDEN void hub_ident_release(struct hub *hub, struct green *g);
 
 /* wait.c */
 HIDDEN void hub_disarm(struct green *g);

@@ -68,22 +68,27 @@ void pl_fd_load_timeouts(int fd, struct pl_fd *e)
     e->flags |= PL_TIMEO_KNOWN;
 }
 
-static void pl_classify(int fd, struct pl_fd *e)
+/* Returns 0, leaving e unknown, if fd is not open: whatever is opened on
+ * the number later (open() of a FIFO, a socket from SCM_RIGHTS) must be
+ * looked at afresh, not taken for "other". */
+static int pl_classify(int fd, struct pl_fd *e)
 {
     struct stat st;
     struct termios tio;
     int fl, saved = errno;
 
+    if (fstat(fd, &st) != 0) {
+        errno = saved;
+        return 0;
+    }
     e->flags = 0;
     e->kind = PL_OTHER;
-    if (fstat(fd, &st) == 0) {
-        if (S_ISSOCK(st.st_mode))
-            e->kind = PL_SOCKET;
-        else if (S_ISFIFO(st.st_mode))
-            e->kind = PL_PIPE;
-        else if (S_ISCHR(st.st_mode) && tcgetattr(fd, &tio) == 0)
-            e->kind = PL_TTY;
-    }
+    if (S_ISSOCK(st.st_mode))
+        e->kind = PL_SOCKET;
+    else if (S_ISFIFO(st.st_mode))
+        e->kind = PL_PIPE;
+    else if (S_ISCHR(st.st_mode) && tcgetattr(fd, &tio) == 0)
+        e->kind = PL_TTY;
     if (e->kind != PL_OTHER) {
         fl = REAL(fcntl)(fd, F_GETFL);
         if (fl < 0)
@@ -92,14 +97,15 @@ static void pl_classify(int fd, struct pl_fd *e)
             e->flags |= PL_USER_NB;
     }
     errno = saved;
+    return 1;
 }
 
 struct pl_fd *pl_fd_get(int fd)
 {
     struct pl_fd *e = pl_slot(fd, 1);
 
-    if (e && __builtin_expect(e->kind == PL_UNKNOWN, 0))
-        pl_classify(fd, e);
+    if (e && __builtin_expect(e->kind == PL_UNKNOWN, 0) && !pl_classify(fd, e))
+        return NULL; /* not open: pass through, libc says EBADF */
     return e;
 }
 

@@ -37,9 +37,10 @@ struct pl_fd {
     int64_t sndtimeo_us; /* SO_SNDTIMEO, 0 = none */
 };
 
-/* The entry for fd, classified if it was unknown; NULL if fd is negative
- * or beyond the table (such fds are passed through). Never fails else:
- * if classification itself fails the fd is PL_OTHER. */
+/* The entry for fd, classified if it was unknown; NULL if fd is negative,
+ * beyond the table or not open (such fds are passed through; a closed
+ * number stays unknown). Never fails else: if classification itself
+ * fails the fd is PL_OTHER. */
 PL_HIDDEN struct pl_fd *pl_fd_get(int fd);
 
 /* Forgets fd (it was closed or is about to be replaced). */

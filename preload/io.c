@@ -212,46 +212,83 @@ static ssize_t pl_buf(int fd, struct pl_fd *e, int dir, void *buf, size_t n,
     return r;
 }
 
+/* read/write on a number we knew as a socket failed with ENOTSOCK: it was
+ * closed where no wrapper saw it (fclose of an fdopen'd socket closes
+ * inside libc) and names another file now. Forget what we knew, so that
+ * the caller's retry looks at the file afresh. */
+static int pl_stale(int fd, const struct pl_fd *e, ssize_t r, int saved)
+{
+    if (pl_likely(r >= 0) || errno != ENOTSOCK || e->kind != PL_SOCKET)
+        return 0;
+    pl_fd_reset(fd);
+    errno = saved;
+    return 1;
+}
+
 PL_EXPORT ssize_t read(int fd, void *buf, size_t n)
 {
     struct pl_fd *e = pl_coop(fd);
+    int saved;
+    ssize_t r;
 
     if (pl_likely(!e))
         return REAL(read)(fd, buf, n);
-    return pl_buf(fd, e, PL_IN, buf, n, 0, NULL, NULL, 0);
+    saved = errno;
+    r = pl_buf(fd, e, PL_IN, buf, n, 0, NULL, NULL, 0);
+    if (pl_unlikely(pl_stale(fd, e, r, saved)))
+        return read(fd, buf, n);
+    return r;
 }
 
 PL_EXPORT ssize_t write(int fd, const void *buf, size_t n)
 {
     struct pl_fd *e = pl_coop(fd);
+    int saved;
+    ssize_t r;
 
     if (pl_likely(!e))
         return REAL(write)(fd, buf, n);
-    return pl_buf(fd, e, PL_OUT, (void *)buf, n, 0, NULL, NULL, 0);
+    saved = errno;
+    r = pl_buf(fd, e, PL_OUT, (void *)buf, n, 0, NULL, NULL, 0);
+    if (pl_unlikely(pl_stale(fd, e, r, saved)))
+        return write(fd, buf, n);
+    return r;
 }
 
 PL_EXPORT ssize_t readv(int fd, const struct iovec *iov, int cnt)
 {
     struct pl_fd *e = pl_coop(fd);
     struct msghdr m = {0};
+    int saved;
+    ssize_t r;
 
     if (pl_likely(!e) || cnt <= 0 || cnt > IOV_MAX)
         return REAL(readv)(fd, iov, cnt);
+    saved = errno;
     m.msg_iov = (struct iovec *)iov;
     m.msg_iovlen = (size_t)cnt;
-    return pl_xfer(fd, e, PL_IN, &m, 0, 0);
+    r = pl_xfer(fd, e, PL_IN, &m, 0, 0);
+    if (pl_unlikely(pl_stale(fd, e, r, saved)))
+        return readv(fd, iov, cnt);
+    return r;
 }
 
 PL_EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
 {
     struct pl_fd *e = pl_coop(fd);
     struct msghdr m = {0};
+    int saved;
+    ssize_t r;
 
     if (pl_likely(!e) || cnt <= 0 || cnt > IOV_MAX)
         return REAL(writev)(fd, iov, cnt);
+    saved = errno;
     m.msg_iov = (struct iovec *)iov;
     m.msg_iovlen = (size_t)cnt;
-    return pl_xfer(fd, e, PL_OUT, &m, 0, 0);
+    r = pl_xfer(fd, e, PL_OUT, &m, 0, 0);
+    if (pl_unlikely(pl_stale(fd, e, r, saved)))
+        return writev(fd, iov, cnt);
+    return r;
 }
 
 /* recv/send: pass through if the caller asked for MSG_DONTWAIT itself, or

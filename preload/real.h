@@ -11,6 +11,8 @@
 #define LIBGREEN_PRELOAD_REAL_H
 
 #include <poll.h>
+#include <pthread.h>
+#include <sched.h>
 #include <semaphore.h>
 #include <signal.h>
 #include <sys/epoll.h>

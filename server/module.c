@@ -130,7 +130,7 @@ static void srv_gt_run(void *arg)
             PySys_WriteStderr("libgreen: exception in a green thread "
                               "(re-raised by .wait()):\n");
             srv_restore_exc(Py_NewRef(gt->exc));
-            PyErr_Print();
+            srv_print_exc();
         }
     }
     Py_CLEAR(gt->fn);

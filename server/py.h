@@ -97,12 +97,15 @@ SRV_HIDDEN int srv_send_all(struct srv_conn *c, struct iovec *iov, int cnt,
                             double timeout);
 SRV_HIDDEN void srv_send_error(struct srv_conn *c, int status,
                                const char *reason);
+SRV_HIDDEN void srv_send_error_text(struct srv_conn *c, int status,
+                                    const char *text, size_t len);
 SRV_HIDDEN int srv_wait(int fd, int events, double timeout);
 
 /* request.c */
 SRV_HIDDEN void srv_request_green(void *arg);
 SRV_HIDDEN int srv_request_types_init(PyObject *module);
 SRV_HIDDEN int srv_environ_init(void);
+SRV_HIDDEN void srv_print_exc(void);
 
 /* input.c */
 SRV_HIDDEN extern PyTypeObject srv_input_type;

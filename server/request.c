@@ -854,12 +854,65 @@ static int srv_send_result(struct srv_resp *r, PyObject *result)
     return 0;
 }
 
+/* Prints the pending exception with sys.excepthook and clears it.
+ * Not PyErr_Print(): that exits the whole process when the exception is
+ * SystemExit (an app calling sys.exit() would stop the server), and it
+ * keeps the exception - and every frame of the request - alive in
+ * sys.last_value until the next error. */
+void srv_print_exc(void)
+{
+    PyObject *exc = srv_fetch_exc(), *hook, *tb, *res = NULL;
+
+    if (!exc)
+        return;
+    tb = PyException_GetTraceback(exc);
+    hook = PySys_GetObject("excepthook"); /* borrowed */
+    if (hook)
+        res = PyObject_CallFunctionObjArgs(hook, (PyObject *)Py_TYPE(exc), exc,
+                                           tb ? tb : Py_None, NULL);
+    if (!res) {
+        PyErr_Clear(); /* no usable hook: the interpreter's own display */
+        PyErr_Display((PyObject *)Py_TYPE(exc), exc, tb ? tb : Py_None);
+    }
+    Py_XDECREF(res);
+    Py_XDECREF(tb);
+    Py_DECREF(exc);
+}
+
+/* The pending exception's traceback as UTF-8 bytes (debug=True puts it
+ * in the 500 body), leaving the exception pending. NULL if it cannot be
+ * formatted. */
+static PyObject *srv_format_exc(void)
+{
+    PyObject *exc = srv_fetch_exc(), *mod, *lines = NULL, *sep, *text = NULL,
+             *out = NULL;
+
+    if (!exc)
+        return NULL;
+    mod = PyImport_ImportModule("traceback");
+    if (mod) {
+        lines = PyObject_CallMethod(mod, "format_exception", "O", exc);
+        Py_DECREF(mod);
+    }
+    if (lines && (sep = PyUnicode_FromString(""))) {
+        text = PyUnicode_Join(sep, lines);
+        Py_DECREF(sep);
+    }
+    if (text)
+        out = PyUnicode_AsEncodedString(text, "utf-8", "replace");
+    Py_XDECREF(text);
+    Py_XDECREF(lines);
+    PyErr_Clear();
+    srv_restore_exc(exc);
+    return out;
+}
+
 static void srv_log_app_error(struct srv_conn *c, const struct srv_request *req)
 {
     PySys_WriteStderr("libgreen: error in the WSGI app while serving %.*s %.*s:\n",
                       (int)(req->method_len > 32 ? 32 : req->method_len), req->method,
                       (int)(req->target_len > 200 ? 200 : req->target_len), req->target);
-    PyErr_Print();
+    srv_print_exc();
 }
 
 /* Serves one parsed request. Returns 1 to keep the connection. */
@@ -954,14 +1007,23 @@ app_error:
     if (r->failed && !PyErr_Occurred()) {
         /* the client went away: nothing to tell anyone but the log */
     } else if (PyErr_Occurred()) {
-        if (PyErr_ExceptionMatches(PyExc_OSError) && r->failed)
+        PyObject *tb_text = NULL;
+        if (PyErr_ExceptionMatches(PyExc_OSError) && r->failed) {
             PyErr_Clear();
-        else
+        } else {
+            if (srv->opt.debug && !r->head_sent && !r->failed)
+                tb_text = srv_format_exc();
             srv_log_app_error(c, &line);
+        }
         if (!r->head_sent && !r->failed) {
             r->code = 500;
-            srv_send_error(c, 500, NULL);
+            if (tb_text)
+                srv_send_error_text(c, 500, PyBytes_AS_STRING(tb_text),
+                                    (size_t)PyBytes_GET_SIZE(tb_text));
+            else
+                srv_send_error(c, 500, NULL);
         }
+        Py_XDECREF(tb_text);
     }
     r->close_after = 1;
 

@@ -137,32 +137,42 @@ static const char *srv_reason(int status)
     }
 }
 
-/* An error response on a connection that closes after it. From the hub
- * context it is one best-effort send (the socket buffer is empty then);
- * from a green thread it waits as needed. */
+/* An error response on a connection that closes after it, with text as
+ * its body. From the hub context it is one best-effort send (the socket
+ * buffer is empty then); from a green thread it waits as needed. */
+void srv_send_error_text(struct srv_conn *c, int status, const char *text,
+                         size_t len)
+{
+    char head[512];
+    int hlen;
+    struct iovec iov[2];
+
+    hlen = snprintf(head, sizeof head,
+                    "HTTP/1.1 %d %s\r\nServer: libgreen\r\nDate: %s\r\n"
+                    "Content-Type: text/plain; charset=utf-8\r\n"
+                    "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+                    status, srv_reason(status), srv_http_date(), len);
+    iov[0].iov_base = head;
+    iov[0].iov_len = (size_t)hlen;
+    iov[1].iov_base = (void *)text;
+    iov[1].iov_len = len;
+    if (G.current())
+        srv_send_all(c, iov, 2, c->srv->opt.body_timeout);
+    else
+        (void)!writev(c->fd, iov, 2);
+}
+
+/* The same with a one-line body: "<status> <reason>: <detail>". */
 void srv_send_error(struct srv_conn *c, int status, const char *detail)
 {
-    char body[512], head[512];
-    int blen, hlen;
-    struct iovec iov[2];
+    char body[512];
+    int blen;
 
     blen = snprintf(body, sizeof body, "%d %s%s%s\n", status, srv_reason(status),
                     detail ? ": " : "", detail ? detail : "");
     if (blen < 0 || (size_t)blen >= sizeof body)
         blen = (int)strlen(body);
-    hlen = snprintf(head, sizeof head,
-                    "HTTP/1.1 %d %s\r\nServer: libgreen\r\nDate: %s\r\n"
-                    "Content-Type: text/plain; charset=utf-8\r\n"
-                    "Content-Length: %d\r\nConnection: close\r\n\r\n",
-                    status, srv_reason(status), srv_http_date(), blen);
-    iov[0].iov_base = head;
-    iov[0].iov_len = (size_t)hlen;
-    iov[1].iov_base = body;
-    iov[1].iov_len = (size_t)blen;
-    if (G.current())
-        srv_send_all(c, iov, 2, c->srv->opt.body_timeout);
-    else
-        (void)!writev(c->fd, iov, 2);
+    srv_send_error_text(c, status, body, (size_t)blen);
 }
 
 /* ---- connections in the hub context --------------------------------- */

@@ -26,9 +26,16 @@ static size_t srv_pool_len;
  * not need the GIL. */
 PyThreadState *srv_tstate_get(PyInterpreterState *interp)
 {
-    if (srv_pool_len)
-        return srv_pool[--srv_pool_len];
-    return PyThreadState_New(interp);
+    PyThreadState *ts = srv_pool_len ? srv_pool[--srv_pool_len]
+                                     : PyThreadState_New(interp);
+
+    /* A pooled state still carries the id of the green thread that made
+     * it; sys._current_frames() and PyThreadState_SetAsyncExc look states
+     * up by it, so it must be this green thread's (pthread_self here is
+     * libgreen's per-green-thread identity). */
+    if (ts)
+        ts->thread_id = PyThread_get_thread_ident();
+    return ts;
 }
 
 /* Releases the current thread state ts (attached, GIL held): resets it
