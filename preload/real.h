@@ -10,6 +10,7 @@
 #ifndef LIBGREEN_PRELOAD_REAL_H
 #define LIBGREEN_PRELOAD_REAL_H
 
+#include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>

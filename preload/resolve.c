@@ -1,0 +1,297 @@
+/* preload/resolve.c - name resolution off the hub (hard rule 9).
+ *
+ * glibc's resolver does its own socket I/O through internal entry points
+ * we cannot interpose: a getaddrinfo() on a slow DNS server would stop
+ * the whole OS thread and every green thread on it. Inside a green thread
+ * the lookup is therefore handed to a small pool of worker OS threads and
+ * the caller parks until its answer comes back; the workers call libc's
+ * own functions, blocking only themselves.
+ *
+ * Jobs live on the parked caller's stack. A worker finishes a job, then
+ * posts to the caller's hub a function that marks the job delivered and
+ * unparks the caller; the caller does not return (or look at the job)
+ * before that mark, whatever else wakes it, so no job is touched after
+ * its stack frame is gone.
+ *
+ * Pool size: LIBGREEN_RESOLVER_THREADS (default 4, 1..64). Threads are
+ * started on first use, so programs that never resolve in a green thread
+ * never get them. Outside green threads every call is libc's.
+ */
+#include <netdb.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "preload/pl.h"
+
+enum pl_rkind { PL_GAI, PL_GNI, PL_GHBN_R, PL_GHBN2_R, PL_GHBA_R };
+
+struct pl_rjob {
+    enum pl_rkind kind;
+    struct pl_rjob *next;
+    struct green *g;
+    struct hub *hub;
+    int delivered;       /* set on the caller's hub, then unparked */
+    int rc, err, herr;   /* return value, errno, h_errno */
+    union {
+        struct {
+            const char *node, *service;
+            const struct addrinfo *hints;
+            struct addrinfo **res;
+        } gai;
+        struct {
+            const struct sockaddr *sa;
+            socklen_t salen;
+            char *host, *serv;
+            socklen_t hostlen, servlen;
+            int flags;
+        } gni;
+        struct {
+            const char *name;
+            const void *addr;
+            socklen_t len;
+            int af;
+            struct hostent *ret;
+            char *buf;
+            size_t buflen;
+            struct hostent **result;
+            int *h_errnop;
+        } ghb;
+    } u;
+};
+
+static pthread_mutex_t pl_rlock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pl_rcond = PTHREAD_COND_INITIALIZER;
+static struct pl_rjob *pl_rhead, *pl_rtail;
+static int pl_rthreads, pl_ridle;
+
+static void pl_rjob_run(struct pl_rjob *j)
+{
+    errno = 0;
+    switch (j->kind) {
+    case PL_GAI:
+        j->rc = REAL(getaddrinfo)(j->u.gai.node, j->u.gai.service,
+                                  j->u.gai.hints, j->u.gai.res);
+        break;
+    case PL_GNI:
+        j->rc = REAL(getnameinfo)(j->u.gni.sa, j->u.gni.salen, j->u.gni.host,
+                                  j->u.gni.hostlen, j->u.gni.serv,
+                                  j->u.gni.servlen, j->u.gni.flags);
+        break;
+    case PL_GHBN_R:
+        j->rc = REAL(gethostbyname_r)(j->u.ghb.name, j->u.ghb.ret, j->u.ghb.buf,
+                                      j->u.ghb.buflen, j->u.ghb.result,
+                                      &j->herr);
+        break;
+    case PL_GHBN2_R:
+        j->rc = REAL(gethostbyname2_r)(j->u.ghb.name, j->u.ghb.af, j->u.ghb.ret,
+                                       j->u.ghb.buf, j->u.ghb.buflen,
+                                       j->u.ghb.result, &j->herr);
+        break;
+    case PL_GHBA_R:
+        j->rc = REAL(gethostbyaddr_r)(j->u.ghb.addr, j->u.ghb.len, j->u.ghb.af,
+                                      j->u.ghb.ret, j->u.ghb.buf,
+                                      j->u.ghb.buflen, j->u.ghb.result,
+                                      &j->herr);
+        break;
+    }
+    j->err = errno;
+}
+
+/* Runs on the caller's hub: the job is done and may now be read. */
+static void pl_rjob_deliver(void *arg)
+{
+    struct pl_rjob *j = arg;
+
+    j->delivered = 1;
+    green_unpark(j->g);
+}
+
+static void *pl_rworker(void *unused)
+{
+    (void)unused;
+    pthread_mutex_lock(&pl_rlock);
+    for (;;) {
+        struct pl_rjob *j;
+        while (!pl_rhead) {
+            pl_ridle++;
+            pthread_cond_wait(&pl_rcond, &pl_rlock);
+            pl_ridle--;
+        }
+        j = pl_rhead;
+        pl_rhead = j->next;
+        if (!pl_rhead)
+            pl_rtail = NULL;
+        pthread_mutex_unlock(&pl_rlock);
+        pl_rjob_run(j);
+        while (green_hub_post(j->hub, pl_rjob_deliver, j) < 0)
+            REAL(usleep)(1000); /* out of memory: the caller must hear */
+        pthread_mutex_lock(&pl_rlock);
+    }
+    return NULL;
+}
+
+static int pl_rpool_max(void)
+{
+    const char *e = getenv("LIBGREEN_RESOLVER_THREADS");
+    int n = e ? atoi(e) : 4;
+
+    return n < 1 ? 1 : n > 64 ? 64 : n;
+}
+
+/* Queues j and parks until it is delivered. Returns 0, or -1 if no worker
+ * could be started (then the caller runs the lookup itself). */
+static int pl_rjob_submit(struct pl_rjob *j)
+{
+    int start = 0;
+
+    j->g = green_current();
+    j->hub = green_hub_of(j->g);
+    j->delivered = 0;
+    j->next = NULL;
+    pthread_mutex_lock(&pl_rlock);
+    if (pl_ridle == 0 && pl_rthreads < pl_rpool_max()) {
+        pthread_t t;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&t, &attr, pl_rworker, NULL) == 0)
+            pl_rthreads++;
+        pthread_attr_destroy(&attr);
+    }
+    if (pl_rthreads == 0) {
+        pthread_mutex_unlock(&pl_rlock);
+        return -1;
+    }
+    if (pl_rtail)
+        pl_rtail->next = j;
+    else
+        pl_rhead = j;
+    pl_rtail = j;
+    start = pl_ridle > 0;
+    pthread_mutex_unlock(&pl_rlock);
+    if (start)
+        pthread_cond_signal(&pl_rcond);
+    while (!j->delivered)
+        green_park(-1); /* an interrupt cannot end it: the job is on our stack */
+    errno = j->err;
+    return 0;
+}
+
+PL_EXPORT int getaddrinfo(const char *node, const char *service,
+                          const struct addrinfo *hints, struct addrinfo **res)
+{
+    struct pl_rjob j;
+
+    if (pl_likely(!pl_in_green()))
+        return REAL(getaddrinfo)(node, service, hints, res);
+    j.kind = PL_GAI;
+    j.u.gai.node = node;
+    j.u.gai.service = service;
+    j.u.gai.hints = hints;
+    j.u.gai.res = res;
+    if (pl_rjob_submit(&j) < 0)
+        return REAL(getaddrinfo)(node, service, hints, res);
+    return j.rc;
+}
+
+PL_EXPORT int getnameinfo(const struct sockaddr *sa, socklen_t salen,
+                          char *host, socklen_t hostlen, char *serv,
+                          socklen_t servlen, int flags)
+{
+    struct pl_rjob j;
+
+    if (pl_likely(!pl_in_green()))
+        return REAL(getnameinfo)(sa, salen, host, hostlen, serv, servlen, flags);
+    j.kind = PL_GNI;
+    j.u.gni.sa = sa;
+    j.u.gni.salen = salen;
+    j.u.gni.host = host;
+    j.u.gni.hostlen = hostlen;
+    j.u.gni.serv = serv;
+    j.u.gni.servlen = servlen;
+    j.u.gni.flags = flags;
+    if (pl_rjob_submit(&j) < 0)
+        return REAL(getnameinfo)(sa, salen, host, hostlen, serv, servlen, flags);
+    return j.rc;
+}
+
+static int pl_ghb(struct pl_rjob *j, int *h_errnop)
+{
+    if (pl_rjob_submit(j) < 0)
+        return -1;
+    if (h_errnop)
+        *h_errnop = j->herr;
+    return j->rc;
+}
+
+PL_EXPORT int gethostbyname_r(const char *name, struct hostent *ret, char *buf,
+                              size_t buflen, struct hostent **result,
+                              int *h_errnop)
+{
+    struct pl_rjob j;
+    int rc;
+
+    if (pl_likely(!pl_in_green()))
+        return REAL(gethostbyname_r)(name, ret, buf, buflen, result, h_errnop);
+    memset(&j, 0, sizeof j);
+    j.kind = PL_GHBN_R;
+    j.u.ghb.name = name;
+    j.u.ghb.ret = ret;
+    j.u.ghb.buf = buf;
+    j.u.ghb.buflen = buflen;
+    j.u.ghb.result = result;
+    rc = pl_ghb(&j, h_errnop);
+    return rc == -1 && !j.delivered
+               ? REAL(gethostbyname_r)(name, ret, buf, buflen, result, h_errnop)
+               : rc;
+}
+
+PL_EXPORT int gethostbyname2_r(const char *name, int af, struct hostent *ret,
+                               char *buf, size_t buflen,
+                               struct hostent **result, int *h_errnop)
+{
+    struct pl_rjob j;
+    int rc;
+
+    if (pl_likely(!pl_in_green()))
+        return REAL(gethostbyname2_r)(name, af, ret, buf, buflen, result, h_errnop);
+    memset(&j, 0, sizeof j);
+    j.kind = PL_GHBN2_R;
+    j.u.ghb.name = name;
+    j.u.ghb.af = af;
+    j.u.ghb.ret = ret;
+    j.u.ghb.buf = buf;
+    j.u.ghb.buflen = buflen;
+    j.u.ghb.result = result;
+    rc = pl_ghb(&j, h_errnop);
+    return rc == -1 && !j.delivered
+               ? REAL(gethostbyname2_r)(name, af, ret, buf, buflen, result, h_errnop)
+               : rc;
+}
+
+PL_EXPORT int gethostbyaddr_r(const void *addr, socklen_t len, int af,
+                              struct hostent *ret, char *buf, size_t buflen,
+                              struct hostent **result, int *h_errnop)
+{
+    struct pl_rjob j;
+    int rc;
+
+    if (pl_likely(!pl_in_green()))
+        return REAL(gethostbyaddr_r)(addr, len, af, ret, buf, buflen, result,
+                                     h_errnop);
+    memset(&j, 0, sizeof j);
+    j.kind = PL_GHBA_R;
+    j.u.ghb.addr = addr;
+    j.u.ghb.len = len;
+    j.u.ghb.af = af;
+    j.u.ghb.ret = ret;
+    j.u.ghb.buf = buf;
+    j.u.ghb.buflen = buflen;
+    j.u.ghb.result = result;
+    rc = pl_ghb(&j, h_errnop);
+    return rc == -1 && !j.delivered
+               ? REAL(gethostbyaddr_r)(addr, len, af, ret, buf, buflen, result,
+                                       h_errnop)
+               : rc;
+}
