@@ -51,6 +51,7 @@ endef
 $(foreach v,3.10 3.11 3.12 3.13,$(call pyenv_inc,$(subst .,,$(v)),$(v)))
 PY_VERS := $(strip $(foreach v,310 311 312 313,$(if $(wildcard $(PY_INC_$(v))/Python.h),$(v))))
 PY_SOS := $(foreach v,$(PY_VERS),$(B)/libgreen_py$(v).so)
+TEST_EXTS := $(foreach v,$(PY_VERS),$(B)/tests/ext/py$(v)/gilhold.so)
 
 obj = $(patsubst %.S,$(B)/obj/%.o,$(patsubst %.c,$(B)/obj/%.o,$(1)))
 HUB_OBJS := $(call obj,$(HUB_SRCS))
@@ -109,6 +110,11 @@ $(B)/obj/py$(1)/%.o: %.c
 
 $(B)/libgreen_py$(1).so: $(patsubst %.c,$(B)/obj/py$(1)/%.o,$(PYSERVER_SRCS))
 	$$(CC) -shared $$(MODE_LDFLAGS) -o $$@ $$^ -lev
+
+# a test extension that blocks while holding the GIL (tests/ext/gilhold.c)
+$(B)/tests/ext/py$(1)/gilhold.so: tests/ext/gilhold.c
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(CFLAGS) -Wno-missing-prototypes -I$(PY_INC_$(1)) -shared -o $$@ $$<
 endef
 $(foreach v,$(PY_VERS),$(eval $(call pyserver,$(v))))
 
@@ -149,7 +155,7 @@ test: deps
 	@tests/preload/test_exports.sh build/libgreen.so
 	@$(MAKE) --no-print-directory integration
 
-integration: $(B)/libgreen.so
+integration: $(B)/libgreen.so $(PY_SOS) $(TEST_EXTS)
 	LIBGREEN_SO=$(abspath build/libgreen.so) $(PYTHON) -m pytest -q tests/integration
 
 # ---- benchmarks, fuzzing, running -----------------------------------------
