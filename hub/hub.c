@@ -74,6 +74,9 @@ static void hub_switch_in(struct hub *hub, struct green *g)
  * means g never comes back, so ASan may drop its fake stack. */
 static void hub_switch_out(struct hub *hub, struct green *g, int exiting)
 {
+    /* errno is one per OS thread; while g is away others change it. */
+    int saved = errno;
+
 #if defined(__SANITIZE_ADDRESS__)
     __sanitizer_start_switch_fiber(exiting ? NULL : &g->asan_fake_stack,
                                    hub->asan_stack_lo, hub->asan_stack_size);
@@ -83,6 +86,7 @@ static void hub_switch_out(struct hub *hub, struct green *g, int exiting)
     (void)exiting;
     hub_ctx_switch(&g->ctx, &hub->ctx);
 #endif
+    errno = saved;
 }
 
 static void hub_entry(void)

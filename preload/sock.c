@@ -105,11 +105,17 @@ static int pl_connect_unix_retry(int fd, const struct sockaddr *addr,
     int r;
 
     for (;;) {
-        if (deadline >= 0 && pl_now() + pause > deadline) {
-            errno = EAGAIN;
-            return -1;
+        double nap = pause;
+        if (deadline >= 0) { /* the last nap ends at the deadline, not before */
+            double left = deadline - pl_now();
+            if (left <= 0) {
+                errno = EAGAIN;
+                return -1;
+            }
+            if (nap > left)
+                nap = left;
         }
-        if (green_sleep(pause) < 0)
+        if (green_sleep(nap) < 0)
             return -1;
         r = REAL(connect)(fd, addr, alen);
         if (r == 0 || errno != EAGAIN)
@@ -139,6 +145,9 @@ PL_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t alen)
         if (was_again && addr && addr->sa_family == AF_UNIX) {
             r = pl_connect_unix_retry(fd, addr, alen, deadline);
         } else if (pl_wait(fd, GREEN_WRITE, deadline) < 0) {
+            if (errno == EBADF)
+                return -1; /* closed meanwhile: the number may be another
+                              file's now, leave its flags alone */
             if (errno == EAGAIN)
                 errno = EINPROGRESS; /* timed out: still in progress */
             r = -1;

@@ -13,8 +13,15 @@
  *
  * "Expect: 100-continue" is answered on the first read that needs bytes
  * from the socket, so an app that refuses the body never invites it.
+ *
+ * A body that fails through the client's fault (malformed chunks, cut
+ * short, too slow, too large) raises in the app as usual, and is also
+ * noted (in->bad), so that an app letting the error escape makes the
+ * server answer 400/408/413 rather than blame itself with a 500. Chunked
+ * bytes that arrived with the head are checked before the app runs.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/uio.h>
 
@@ -29,6 +36,11 @@ struct srv_input {
     int done;             /* the whole body has been received */
     int expect_continue;  /* 100 Continue still owed */
     int failed;           /* a read failed: the connection must close */
+    int bad;              /* 400, 408 or 413 when the client is at fault
+                             (malformed chunked framing, body cut short,
+                             too slow, over max_body_size); 0 otherwise */
+    const char *bad_why;  /* text for that answer (static, or why_buf) */
+    char why_buf[160];
     uint64_t remaining;   /* Content-Length bytes not yet taken from buf */
     uint64_t total;       /* body bytes handed out or buffered, chunked */
     uint64_t max_body;    /* 0 = unlimited */
@@ -62,13 +74,59 @@ static void in_consume(struct srv_input *in, size_t n)
 static PyObject *in_fail(struct srv_input *in, const char *msg)
 {
     in->failed = 1;
-    if (errno == ETIMEDOUT)
+    if (errno == ETIMEDOUT) {
+        /* the client's fault: 408 if the app lets this escape */
+        in->bad = 408;
+        in->bad_why = "the request body did not arrive in time (body_timeout)";
         PyErr_Format(PyExc_TimeoutError,
                      "the client sent no request body bytes for %.0f s "
                      "(body_timeout)", in->c->srv->opt.body_timeout);
-    else
+    } else {
         PyErr_SetString(PyExc_OSError, msg);
+    }
     return NULL;
+}
+
+/* Decodes the raw chunked bytes buffered at c->buf[dec_end .. c->len) in
+ * place. Never touches bytes before dec_end, so it may run while the
+ * request head (which the request's strings point into) is still there.
+ * Returns 0, or -1 with an exception set and in->bad saying how to
+ * answer the client. */
+static int in_decode(struct srv_input *in)
+{
+    struct srv_conn *c = in->c;
+    size_t raw = c->len - in->dec_end, out = raw;
+    ssize_t r = srv_chunked_decode(&in->dec, c->buf + in->dec_end, &out);
+
+    if (r == -1) {
+        in->failed = 1;
+        in->bad = 400;
+        snprintf(in->why_buf, sizeof in->why_buf,
+                 "malformed chunked request body (%s)",
+                 in->dec.error ? in->dec.error : "bad framing");
+        in->bad_why = in->why_buf;
+        PyErr_Format(PyExc_ValueError, "bad chunked request body: %s",
+                     in->dec.error ? in->dec.error : "malformed");
+        return -1;
+    }
+    if (r >= 0) { /* body complete: r bytes of the next request follow */
+        memmove(c->buf + in->dec_end + out,
+                c->buf + in->dec_end + raw - (size_t)r, (size_t)r);
+        in->done = 1;
+    }
+    c->len = in->dec_end + out + (r > 0 ? (size_t)r : 0);
+    in->dec_end += out;
+    in->total += out;
+    if (in->max_body && in->total > in->max_body) {
+        in->failed = 1;
+        in->bad = 413;
+        in->bad_why = "the request body is larger than max_body_size";
+        PyErr_Format(PyExc_ValueError,
+                     "request body larger than max_body_size (%llu bytes)",
+                     (unsigned long long)in->max_body);
+        return -1;
+    }
+    return 0;
 }
 
 /* Makes more body bytes available. Returns 1 if there are some, 0 at the
@@ -82,7 +140,7 @@ static int in_fill(struct srv_input *in)
         if (in_avail(in))
             return 1;
         if (in->done || in->failed)
-            return in->failed ? (in_fail(in, "request body unreadable"), -1) : 0;
+            return in->failed ? (errno = 0, in_fail(in, "request body unreadable"), -1) : 0;
         if (in->expect_continue) {
             static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
             struct iovec iov = {(void *)cont, sizeof cont - 1};
@@ -98,29 +156,8 @@ static int in_fill(struct srv_input *in)
             c->off = 0;
         }
         if (in->chunked && in->dec_end < c->len) {
-            size_t raw = c->len - in->dec_end, out = raw;
-            ssize_t r = srv_chunked_decode(&in->dec, c->buf + in->dec_end, &out);
-            if (r == -1) {
-                in->failed = 1;
-                PyErr_Format(PyExc_ValueError, "bad chunked request body: %s",
-                             in->dec.error ? in->dec.error : "malformed");
+            if (in_decode(in) < 0)
                 return -1;
-            }
-            if (r >= 0) { /* body complete: r bytes of the next request follow */
-                memmove(c->buf + in->dec_end + out,
-                        c->buf + in->dec_end + raw - (size_t)r, (size_t)r);
-                in->done = 1;
-            }
-            c->len = in->dec_end + out + (r > 0 ? (size_t)r : 0);
-            in->dec_end += out;
-            in->total += out;
-            if (in->max_body && in->total > in->max_body) {
-                in->failed = 1;
-                PyErr_Format(PyExc_ValueError,
-                             "request body larger than max_body_size (%llu bytes)",
-                             (unsigned long long)in->max_body);
-                return -1;
-            }
             continue;
         }
         n = srv_conn_fill(c, c->srv->opt.body_timeout);
@@ -128,6 +165,11 @@ static int in_fill(struct srv_input *in)
             errno = 0;
             in_fail(in, "client disconnected before sending the whole "
                         "request body");
+            /* A client that only shut down its sending side still reads
+             * the answer: 400, not an app error. */
+            in->bad = 400;
+            in->bad_why = "the client closed the connection before sending "
+                          "the whole request body";
             return -1;
         }
         if (n < 0) {
@@ -370,11 +412,41 @@ PyObject *srv_input_new(struct srv_conn *c, const struct srv_request *req,
     /* A client that sent body bytes without waiting needs no invitation. */
     in->expect_continue = req->expect_continue && !in->done && c->len == head_len;
     in->failed = 0;
+    in->bad = 0;
+    in->bad_why = NULL;
     in->total = 0;
     in->max_body = c->srv->opt.max_body_size;
     in->dec_end = head_len;
     srv_chunked_init(&in->dec);
     return (PyObject *)in;
+}
+
+/* Before the app runs: decodes the chunked body bytes that came with the
+ * head, so a body already known to be malformed (or over max_body_size)
+ * is refused without calling the app. Returns 0, or the status to answer
+ * (400, 413) with *why set. GIL held; no exception is left set. */
+int srv_input_check(PyObject *obj, const char **why)
+{
+    struct srv_input *in = (struct srv_input *)obj;
+
+    if (!in->chunked || in->dec_end >= in->c->len)
+        return 0;
+    if (in_decode(in) < 0) {
+        PyErr_Clear();
+        *why = in->bad_why;
+        return in->bad;
+    }
+    return 0;
+}
+
+/* 400, 408 or 413 if reading the body failed through the client's fault
+ * (the answer to give if the app let that error escape), else 0. */
+int srv_input_bad(PyObject *obj, const char **why)
+{
+    struct srv_input *in = (struct srv_input *)obj;
+
+    *why = in->bad_why;
+    return in->bad;
 }
 
 /* Ends the request's use of the body: drains an unread remainder (up to

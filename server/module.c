@@ -440,7 +440,8 @@ static PyMethodDef wsgi_methods[] = {
      "       max_header_size=8190, max_head_size=65536, environ=None,\n"
      "       debug=False)\n\n"
      "Serve the WSGI app on the listening socket until SIGINT or SIGTERM,\n"
-     "then finish the requests in progress and return."},
+     "then close the listening socket (new connections are refused), finish\n"
+     "the requests in progress (up to graceful_timeout seconds) and return."},
     {NULL, NULL, 0, NULL},
 };
 

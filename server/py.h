@@ -58,6 +58,7 @@ struct srv_server {
     size_t active;               /* requests being handled */
     size_t nconns;
     struct srv_conn *conns;      /* every open connection */
+    struct srv_conn *queue_head, *queue_tail; /* SRV_QUEUED, oldest first */
     int stopping;                /* 0, or the signal that stopped us */
     int accept_paused;
     double stop_deadline;
@@ -71,7 +72,9 @@ struct srv_server {
     int unix_socket;
 };
 
-enum srv_conn_state { SRV_READING, SRV_BUSY, SRV_CLOSED };
+/* SRV_QUEUED: a whole request head is buffered but max_size requests
+ * are running; it waits (no watcher, no timer) for one to finish. */
+enum srv_conn_state { SRV_READING, SRV_QUEUED, SRV_BUSY, SRV_CLOSED };
 
 struct srv_conn {
     struct srv_server *srv;
@@ -84,6 +87,7 @@ struct srv_conn {
     size_t off;                  /* bytes of buf already consumed */
     size_t requests;             /* served on this connection */
     struct srv_conn *next, *prev;
+    struct srv_conn *qnext;      /* in srv->queue, while SRV_QUEUED */
     char remote_addr[64];
     char remote_port[8];
 };
@@ -114,6 +118,8 @@ SRV_HIDDEN PyObject *srv_input_new(struct srv_conn *c,
                                    const struct srv_request *req,
                                    size_t head_len);
 SRV_HIDDEN int srv_input_finish(PyObject *input, size_t *consumed);
+SRV_HIDDEN int srv_input_check(PyObject *input, const char **why);
+SRV_HIDDEN int srv_input_bad(PyObject *input, const char **why);
 
 /* filewrapper.c: wsgi.file_wrapper(filelike, blksize=8192) */
 struct srv_filewrapper {

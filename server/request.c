@@ -753,7 +753,9 @@ static int srv_sendfile(struct srv_resp *r, struct srv_filewrapper *fw)
     }
     fd = (int)PyLong_AsLong(res);
     Py_DECREF(res);
-    if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+    /* Size 0 is no proof of emptiness: /proc and /sys files say 0 and
+     * have content, which only read() produces. Iterate those. */
+    if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size == 0) {
         PyErr_Clear();
         return 0;
     }
@@ -922,7 +924,8 @@ static int srv_handle(struct srv_conn *c, struct srv_request *req, size_t head_l
     PyObject *input, *environ = NULL, *result = NULL, *start = NULL, *ctx;
     struct srv_resp *r;
     double started = ev_time();
-    int keep, ok;
+    int keep, ok, bad;
+    const char *why = NULL;
     /* req's strings point into c->buf, which reading the body compacts
      * and may reallocate (input.c): once the environ is built they are
      * stale. The response (HEAD, version) and the log lines use this copy
@@ -968,6 +971,17 @@ static int srv_handle(struct srv_conn *c, struct srv_request *req, size_t head_l
     r->app_cl = 0;
     r->body_sent = 0;
 
+    /* A chunked body that came with the head and is already malformed
+     * (or too large) is the client's error: 400/413, the app never runs. */
+    bad = srv_input_check(input, &why);
+    if (bad) {
+        r->code = bad;
+        r->close_after = 1;
+        srv_send_error(c, bad, why);
+        ctx = NULL;
+        goto done;
+    }
+
     ctx = PyContext_New();
     if (!ctx || PyContext_Enter(ctx) < 0) {
         Py_XDECREF(ctx);
@@ -984,11 +998,15 @@ static int srv_handle(struct srv_conn *c, struct srv_request *req, size_t head_l
     if (!result)
         goto app_error;
     ok = srv_send_result(r, result) == 0;
-    srv_close_result(result);
-    if (PyErr_Occurred())
-        ok = 0;
+    srv_close_result(result); /* keeps the first error if there was one */
     if (!ok)
         goto app_error;
+    if (PyErr_Occurred()) {
+        /* Only close() failed: the body is all out, so the response is
+         * still finished properly (a client would otherwise see a good
+         * response truncated); the error goes to the log. */
+        srv_log_app_error(c, &line);
+    }
     if (r->chunked && !r->no_body) {
         struct iovec end = {(void *)"0\r\n\r\n", 5};
         if (srv_send_all(c, &end, 1, srv->opt.body_timeout) < 0)
@@ -1008,14 +1026,25 @@ app_error:
         /* the client went away: nothing to tell anyone but the log */
     } else if (PyErr_Occurred()) {
         PyObject *tb_text = NULL;
+        bad = srv_input_bad(input, &why);
         if (PyErr_ExceptionMatches(PyExc_OSError) && r->failed) {
             PyErr_Clear();
+        } else if (bad && !r->head_sent && !r->failed) {
+            /* The app let the body's error escape: the client sent a
+             * malformed or oversized body, not a bug in the app. */
+            PyErr_Clear();
+            PySys_WriteStderr("libgreen: %s %.*s: %s; answered %d\n",
+                              c->remote_addr, (int)line.target_len, line.target,
+                              why, bad);
         } else {
             if (srv->opt.debug && !r->head_sent && !r->failed)
                 tb_text = srv_format_exc();
             srv_log_app_error(c, &line);
         }
-        if (!r->head_sent && !r->failed) {
+        if (!r->head_sent && !r->failed && bad) {
+            r->code = bad;
+            srv_send_error(c, bad, why);
+        } else if (!r->head_sent && !r->failed) {
             r->code = 500;
             if (tb_text)
                 srv_send_error_text(c, 500, PyBytes_AS_STRING(tb_text),

@@ -5,7 +5,8 @@
  * read buffer, one ev_io and one ev_timer. Bytes are read and the head
  * parsed in the hub context; only a complete head gets a green thread
  * (SRV_BUSY), which runs the request with the GIL and hands the
- * connection back (srv_conn_resume) or closes it.
+ * connection back (srv_conn_resume) or closes it. With max_size requests
+ * running, a complete head waits in a FIFO (SRV_QUEUED) until one ends.
  *
  * The timer of a reading connection is the keep-alive timeout while its
  * buffer is empty and the header timeout once a request has started to
@@ -181,10 +182,29 @@ static void srv_conn_read_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void srv_conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void srv_accept_update(struct srv_server *srv);
 
+static void srv_queue_remove(struct srv_conn *c)
+{
+    struct srv_server *srv = c->srv;
+    struct srv_conn **pp = &srv->queue_head, *prev = NULL;
+
+    while (*pp && *pp != c) {
+        prev = *pp;
+        pp = &(*pp)->qnext;
+    }
+    if (!*pp)
+        return;
+    *pp = c->qnext;
+    if (srv->queue_tail == c)
+        srv->queue_tail = prev;
+    c->qnext = NULL;
+}
+
 void srv_conn_close(struct srv_conn *c)
 {
     struct srv_server *srv = c->srv;
 
+    if (c->state == SRV_QUEUED)
+        srv_queue_remove(c);
     ev_io_stop(srv->loop, &c->io);
     ev_timer_stop(srv->loop, &c->timer);
     if (c->prev)
@@ -242,8 +262,27 @@ static void srv_dispatch(struct srv_conn *c)
     srv_accept_update(srv);
 }
 
-/* Parses what the buffer holds. Returns 1 if a request was dispatched or
- * the connection closed, 0 if more bytes are needed. */
+/* A complete request when max_size requests are already running: it
+ * waits, in arrival order, for srv_request_done to make room. Its bytes
+ * stay buffered; the client meanwhile sees a slow answer, not a refusal
+ * (the same as eventlet's pool of max_size green threads). */
+static void srv_enqueue(struct srv_conn *c)
+{
+    struct srv_server *srv = c->srv;
+
+    ev_io_stop(srv->loop, &c->io);
+    ev_timer_stop(srv->loop, &c->timer);
+    c->state = SRV_QUEUED;
+    c->qnext = NULL;
+    if (srv->queue_tail)
+        srv->queue_tail->qnext = c;
+    else
+        srv->queue_head = c;
+    srv->queue_tail = c;
+}
+
+/* Parses what the buffer holds. Returns 1 if a request was dispatched,
+ * queued or the connection closed, 0 if more bytes are needed. */
 static int srv_conn_try_parse(struct srv_conn *c)
 {
     struct srv_server *srv = c->srv;
@@ -268,7 +307,10 @@ static int srv_conn_try_parse(struct srv_conn *c)
         srv_conn_close(c);
         return 1;
     }
-    srv_dispatch(c);
+    if (srv->active >= srv->opt.max_size)
+        srv_enqueue(c);
+    else
+        srv_dispatch(c);
     return 1;
 }
 
@@ -280,8 +322,11 @@ static void srv_conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 
     if (c->len == c->cap) {
         size_t cap = c->cap ? c->cap * 2 : SRV_BUF_INIT;
+        size_t max_head = c->srv->opt.limits.max_head_size
+                              ? c->srv->opt.limits.max_head_size
+                              : SRV_DEFAULT_MAX_HEAD_SIZE; /* 0: the default */
         char *b;
-        if (c->cap > c->srv->opt.limits.max_head_size + SRV_BUF_INIT) {
+        if (c->cap > max_head + SRV_BUF_INIT) {
             /* The parser refuses long heads itself; this only bounds a
              * client that sends garbage the parser never finishes. */
             srv_send_error(c, 431, "request head too large");
@@ -404,10 +449,44 @@ SRV_HIDDEN void srv_request_done(struct srv_server *srv);
 void srv_request_done(struct srv_server *srv)
 {
     srv->active--;
+    /* Room for a queued request: it starts now (spawning does not switch,
+     * so this is safe from the finishing green thread). */
+    while (srv->queue_head && srv->active < srv->opt.max_size && !srv->stopping) {
+        struct srv_conn *c = srv->queue_head;
+        srv->queue_head = c->qnext;
+        if (!srv->queue_head)
+            srv->queue_tail = NULL;
+        c->qnext = NULL;
+        srv_dispatch(c);
+    }
     srv_accept_update(srv);
 }
 
 /* ---- shutdown and signals ------------------------------------------- */
+
+/* Stops listening at once, so that new connections are refused rather
+ * than left in the backlog of a server that will never accept them
+ * (until the process exits and resets them). The fd number stays valid
+ * for the Python socket object that owns it: an unbound socket takes its
+ * place (dup3 keeps it close-on-exec) and Python closes that later, as
+ * eventlet's server closes its socket. Only this process's reference
+ * goes: worker processes sharing the listening socket keep serving. */
+static void srv_close_listener(struct srv_server *srv)
+{
+    int domain = AF_INET, s;
+    socklen_t len = sizeof domain;
+
+    if (getsockopt(srv->fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0)
+        domain = AF_INET;
+    s = socket(domain, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        return; /* keep listening unserved: no worse than before */
+    if (dup3(s, srv->fd, O_CLOEXEC) < 0)
+        fprintf(stderr, "libgreen: could not close the listening socket "
+                "(%s); new connections wait until the process exits\n",
+                strerror(errno));
+    close(s);
+}
 
 static void srv_begin_stop(struct srv_server *srv, int sig)
 {
@@ -418,9 +497,12 @@ static void srv_begin_stop(struct srv_server *srv, int sig)
     srv->stopping = sig ? sig : -1;
     srv->stop_deadline = ev_time() + srv->opt.graceful_timeout;
     srv_accept_update(srv);
+    srv_close_listener(srv);
     for (c = srv->conns; c; c = next) {
         next = c->next;
-        if (c->state == SRV_READING)
+        if (c->state == SRV_QUEUED) /* never started: say so, then close */
+            srv_send_error(c, 503, "the server is shutting down");
+        if (c->state == SRV_READING || c->state == SRV_QUEUED)
             srv_conn_close(c);
     }
     if (srv->active)

@@ -223,6 +223,37 @@ TEST(timers_fire_while_others_yield)
     CHECK(spins_done);
 }
 
+/* errno belongs to each green thread: parks and yields keep it. */
+static void errno_keeper(void *arg)
+{
+    int *ok = arg;
+
+    errno = 4242;
+    green_sleep(0.01);
+    *ok = errno == 4242;
+    errno = 4343;
+    green_yield();
+    *ok = *ok && errno == 4343;
+}
+
+static void errno_changer(void *arg)
+{
+    for (int i = 0; i < 5; i++) {
+        errno = 7 + i;
+        green_yield();
+    }
+}
+
+TEST(errno_survives_switches)
+{
+    int ok = 0;
+    struct green *a = green_spawn(errno_keeper, &ok, NULL);
+    struct green *b = green_spawn(errno_changer, NULL, NULL);
+
+    CHECK(green_join(a, -1) == 0 && green_join(b, -1) == 0);
+    CHECK(ok);
+}
+
 int main(void)
 {
     RUN(wait_fd_readable);
@@ -232,5 +263,6 @@ int main(void)
     RUN(post_from_other_thread);
     RUN(sleep_not_early);
     RUN(timers_fire_while_others_yield);
+    RUN(errno_survives_switches);
     return CHECK_DONE();
 }

@@ -56,6 +56,9 @@ def app(environ, start_response):
         f.seek(1000)
         start_response("200 OK", [])
         return environ["wsgi.file_wrapper"](f)
+    if path == "/proc":
+        start_response("200 OK", [])
+        return environ["wsgi.file_wrapper"](open("/proc/self/status", "rb"))
     if path == "/bytesio":
         data = b"".join(b"%06d\n" % i for i in range(20000))
         start_response("200 OK", [])
@@ -216,6 +219,13 @@ def test_file_wrapper_from_current_position_and_head(srv, big_file):
         assert c.response()[2] == b"single item"
 
 
+def test_file_wrapper_proc_file(srv):
+    """A /proc file says its size is 0 but has content."""
+    status, headers, body = srv.request("GET", "/proc")
+    assert status == 200
+    assert body.startswith(b"Name:") and b"\nPid:" in body
+
+
 def test_file_wrapper_bytesio_iterated(srv):
     status, headers, body = srv.request("GET", "/bytesio")
     assert status == 200
@@ -354,3 +364,86 @@ def test_close_called_once_on_client_disconnect(csrv):
     with csrv.raw() as c:
         get(c, "/normal?after-disconnect")
         assert c.response()[2] == b"ab"
+
+
+MORE_APP = r'''
+class BadClose:
+    def __iter__(self):
+        yield b"complete "
+        yield b"body"
+    def close(self):
+        record("close")
+        raise RuntimeError("close() failed")
+
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/many-headers":
+        start_response("200 OK", [("X-H%03d" % i, "v" * 100) for i in range(100)])
+        return [b"many"]
+    if path == "/gen":
+        start_response("200 OK", [])
+        return (b"x" for _ in range(3))
+    if path == "/bad-close":
+        start_response("200 OK", [])
+        return BadClose()
+    if path == "/204-with-body":
+        start_response("204 No Content", [])
+        return [b"must not be sent"]
+    start_response("200 OK", [])
+    return [path.encode()]
+'''
+
+
+@pytest.fixture(scope="module")
+def msrv(module_server):
+    return module_server(MORE_APP)
+
+
+def test_large_response_head(msrv):
+    with msrv.raw() as c:
+        get(c, "/many-headers")
+        code, h, body, _ = c.response()
+        assert body == b"many"
+        assert all(h[f"x-h{i:03d}"] == "v" * 100 for i in range(100))
+
+
+def test_head_of_generator_response(msrv):
+    with msrv.raw() as c:
+        c.send("HEAD /gen HTTP/1.1\r\nHost: x\r\n\r\n")
+        code, h, _, _ = c.response(head_only=True)
+        assert code == 200
+        get(c, "/next")
+        assert c.response()[2] == b"/next"
+
+
+def test_204_never_has_a_body(msrv):
+    with msrv.raw() as c:
+        get(c, "/204-with-body")
+        code, h, _, _ = c.response()
+        assert code == 204
+        get(c, "/next")
+        assert c.response()[2] == b"/next"
+
+
+def test_failing_close_does_not_truncate_response(msrv):
+    with msrv.raw() as c:
+        get(c, "/bad-close")
+        code, h, body, framing = c.response()
+        assert (code, body, framing) == (200, b"complete body", "chunked")
+    assert msrv.wait_output(r"RuntimeError: close\(\) failed")
+    assert msrv.records().count("close") == 1
+
+
+def test_pipelined_burst(msrv):
+    with msrv.raw() as c:
+        c.send(b"".join(b"GET /b%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(300)))
+        for i in range(300):
+            assert c.response()[2] == b"/b%d" % i
+
+
+def test_head_trickled_byte_by_byte(msrv):
+    with msrv.raw() as c:
+        for ch in b"GET /slowly HTTP/1.1\r\nHost: x\r\n\r\n":
+            c.send(bytes([ch]))
+            time.sleep(0.002)
+        assert c.response()[2] == b"/slowly"

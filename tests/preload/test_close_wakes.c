@@ -6,7 +6,9 @@
  * another green thread close()s the fd, and also when dup2() puts another
  * file on that number; a poll() waiter returns 1 with POLLNVAL. None of
  * them may hang, and none may read from a new file that reuses the number
- * right after the close.
+ * right after the close. A connect() parked when its socket is closed
+ * fails with EBADF and leaves alone the file that reuses the number (it
+ * must not put back its saved flags there).
  */
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -16,6 +18,7 @@
 #include <stdlib.h>
 #include <sys/select.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "hub/green.h"
@@ -325,6 +328,75 @@ TEST(close_makes_select_fail_ebadf)
     CHECK(close(sv[1]) == 0);
 }
 
+/* ---- connect parked on a closed socket --------------------------------- */
+
+struct conn_case {
+    struct sockaddr_in addr;
+    int fd, new_fd;
+    int r, err;
+    int done;
+};
+
+static void parked_connect(void *arg)
+{
+    struct conn_case *c = arg;
+
+    errno = 0;
+    c->r = connect(c->fd, (struct sockaddr *)&c->addr, sizeof c->addr);
+    c->err = errno;
+    c->done = 1;
+}
+
+static void close_and_reuse(void *arg)
+{
+    struct conn_case *c = arg;
+
+    CHECK_OR(usleep(50000) == 0, );
+    CHECK_OR(!c->done, );
+    CHECK_OR(close(c->fd) == 0, );
+    /* a new non-blocking socket takes the number at once */
+    c->new_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+}
+
+TEST(close_wakes_connect_and_spares_reused_number)
+{
+    struct sockaddr_in a = {0};
+    socklen_t alen = sizeof a;
+    struct conn_case c = {0};
+    struct green *g1, *g2;
+    int l = socket(AF_INET, SOCK_STREAM, 0), queued;
+
+    /* a listener with backlog 0 and its queue full: connects hang */
+    CHECK(l >= 0);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    CHECK(bind(l, (struct sockaddr *)&a, sizeof a) == 0);
+    CHECK(listen(l, 0) == 0);
+    CHECK(getsockname(l, (struct sockaddr *)&a, &alen) == 0);
+    queued = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(queued >= 0);
+    CHECK(connect(queued, (struct sockaddr *)&a, sizeof a) == 0);
+
+    c.addr = a;
+    c.fd = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(c.fd >= 0);
+    c.new_fd = -1;
+    g1 = green_spawn(parked_connect, &c, NULL);
+    g2 = green_spawn(close_and_reuse, &c, NULL);
+    CHECK(g1 && g2);
+    CHECK(green_join(g2, 5.0) == 0);
+    CHECK(green_join(g1, 5.0) == 0);
+    CHECK(c.r == -1);
+    CHECK(c.err == EBADF);
+    CHECK(c.new_fd == c.fd); /* the number was reused (else: no proof) */
+    /* the new socket is still non-blocking, in the kernel and in view */
+    CHECK(syscall(SYS_fcntl, c.new_fd, F_GETFL) & O_NONBLOCK);
+    CHECK(fcntl(c.new_fd, F_GETFL) & O_NONBLOCK);
+    CHECK(close(c.new_fd) == 0);
+    CHECK(close(queued) == 0);
+    CHECK(close(l) == 0);
+}
+
 /* Two readers on one fd: both are woken. */
 TEST(close_wakes_every_waiter)
 {
@@ -362,5 +434,6 @@ int main(void)
     RUN(close_makes_pipe_poll_return_pollnval);
     RUN(close_makes_select_fail_ebadf);
     RUN(close_wakes_every_waiter);
+    RUN(close_wakes_connect_and_spares_reused_number);
     return CHECK_DONE();
 }

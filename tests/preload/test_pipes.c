@@ -2,7 +2,7 @@
  * O_NONBLOCK never set on the open file of a pipe or a data socket.
  *
  * A writer green thread writes 1 MiB to a pipe in one write() (and in one
- * writev() of several buffers) while a reader green thread reads it in
+ * writev() of several buffers; over a socket also one sendmsg()) while a reader green thread reads it in
  * small chunks: the write returns the full 1 MiB, as a blocking write
  * does, and the data arrives intact and in order. The same over a socket.
  * All along, the kernel's O_NONBLOCK flag (read with the raw fcntl system
@@ -40,7 +40,7 @@ static unsigned char pattern(size_t i)
 
 struct xfer {
     int rfd, wfd;
-    int use_writev;
+    int use_writev; /* 1: writev, 2: sendmsg, of 5 uneven pieces */
     unsigned char *src;
     ssize_t written;
     int write_err;
@@ -65,7 +65,12 @@ static void writer(void *arg)
             iov[i].iov_base = x->src + cuts[i];
             iov[i].iov_len = cuts[i + 1] - cuts[i];
         }
-        x->written = writev(x->wfd, iov, 5);
+        if (x->use_writev == 2) {
+            struct msghdr m = {.msg_iov = iov, .msg_iovlen = 5};
+            x->written = sendmsg(x->wfd, &m, 0);
+        } else {
+            x->written = writev(x->wfd, iov, 5);
+        }
     } else {
         x->written = write(x->wfd, x->src, TOTAL);
     }
@@ -160,6 +165,23 @@ TEST(socketpair_one_megabyte_write)
     CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
     x.rfd = sv[0];
     x.wfd = sv[1];
+    CHECK(run_xfer(&x) == 0);
+    CHECK(x.written == TOTAL);
+    CHECK(x.got == TOTAL);
+    CHECK(x.corrupt_at == -1);
+    CHECK(!x.nb_seen);
+    CHECK(close(sv[0]) == 0);
+}
+
+TEST(socketpair_one_megabyte_sendmsg)
+{
+    int sv[2];
+    struct xfer x = {0};
+
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    x.rfd = sv[0];
+    x.wfd = sv[1];
+    x.use_writev = 2;
     CHECK(run_xfer(&x) == 0);
     CHECK(x.written == TOTAL);
     CHECK(x.got == TOTAL);
@@ -312,6 +334,7 @@ int main(void)
     RUN(pipe_one_megabyte_write);
     RUN(pipe_one_megabyte_writev);
     RUN(socketpair_one_megabyte_write);
+    RUN(socketpair_one_megabyte_sendmsg);
     RUN(tcp_one_megabyte_both_ways);
     RUN(child_shares_pipe_and_blocks_normally);
     return CHECK_DONE();

@@ -1,0 +1,167 @@
+"""SIGTERM and SIGINT stop the server gracefully: requests in progress
+finish, new connections are refused, server() returns and the process
+exits 0 - within graceful_timeout."""
+
+import concurrent.futures as cf
+import signal
+import socket
+import time
+import urllib.request
+
+import pytest
+
+APP = r'''
+import time
+
+def app(environ, start_response):
+    record("start", environ["PATH_INFO"])
+    time.sleep(float(environ["QUERY_STRING"] or 0))
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    record("end", environ["PATH_INFO"])
+    return [b"finished " + environ["PATH_INFO"].encode()]
+'''
+
+
+def fetch(srv, path, timeout=15):
+    with urllib.request.urlopen(srv.url(path), timeout=timeout) as r:
+        return r.status, r.read()
+
+
+def wait_record(srv, line, timeout=5):
+    deadline = time.monotonic() + timeout
+    while line not in srv.records():
+        assert time.monotonic() < deadline, f"no {line!r} in {srv.records()}"
+        time.sleep(0.01)
+
+
+def connection_refused(srv):
+    """True if a new connection is refused (or closed unanswered) at once;
+    False if it is accepted and left waiting."""
+    try:
+        s = socket.create_connection(srv.address, timeout=0.5)
+    except ConnectionRefusedError:
+        return True
+    try:
+        s.sendall(b"GET /new HTTP/1.1\r\nHost: x\r\n\r\n")
+        return s.recv(100) == b""
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False  # accepted by the kernel, never served
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT],
+                         ids=["SIGTERM", "SIGINT"])
+def test_graceful_stop(server, sig):
+    srv = server(APP, {"graceful_timeout": 10})
+    with cf.ThreadPoolExecutor(2) as ex:
+        inflight = ex.submit(fetch, srv, "/inflight?1.5")
+        wait_record(srv, "start /inflight")
+        t0 = time.monotonic()
+        srv.kill(sig)
+        assert srv.wait_output(r"wsgi stopping", timeout=3)
+        assert connection_refused(srv), "a new connection was accepted while stopping"
+        assert inflight.result() == (200, b"finished /inflight")
+    rc = srv.wait(timeout=10)
+    elapsed = time.monotonic() - t0
+    assert rc == 0, srv.stderr
+    assert srv.stdout.strip() == "returned", "server() did not return"
+    assert elapsed < 3, f"took {elapsed:.2f} s to stop after a 1.5 s request"
+    assert "Traceback" not in srv.stderr and "KeyboardInterrupt" not in srv.stderr
+    assert srv.wait_output(r"wsgi exiting")
+
+
+def test_idle_server_stops_at_once(server):
+    srv = server(APP)
+    # an idle keep-alive connection must not hold the stop up
+    s = srv.connect()
+    s.sendall(b"GET /ka HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert s.recv(4096).startswith(b"HTTP/1.1 200")
+    t0 = time.monotonic()
+    srv.kill(signal.SIGTERM)
+    assert srv.wait(timeout=5) == 0
+    assert time.monotonic() - t0 < 1.5
+    assert s.recv(100) == b""  # the idle connection was closed
+    s.close()
+    assert srv.stdout.strip() == "returned"
+
+
+def test_graceful_timeout_abandons_long_request(server):
+    srv = server(APP, {"graceful_timeout": 0.5})
+    with cf.ThreadPoolExecutor(1) as ex:
+        slow = ex.submit(fetch, srv, "/slow?5")
+        wait_record(srv, "start /slow")
+        t0 = time.monotonic()
+        srv.kill(signal.SIGTERM)
+        rc = srv.wait(timeout=10)
+        elapsed = time.monotonic() - t0
+        with pytest.raises(Exception):
+            slow.result()
+    assert rc == 0
+    assert 0.4 <= elapsed < 2.0, f"exited {elapsed:.2f} s after SIGTERM"
+    assert srv.stdout.strip() == "returned"
+    assert "end /slow" not in srv.records()
+    assert srv.wait_output(r"abandoned")
+
+
+def test_keepalive_connection_closed_after_inflight_response(server):
+    """A response finished during the stop says Connection: close."""
+    srv = server(APP, {"graceful_timeout": 10})
+    with srv.raw() as c:
+        c.send("GET /ka?0.5 HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_record(srv, "start /ka")
+        srv.kill(signal.SIGTERM)
+        code, h, body, _ = c.response()
+        assert (code, body) == (200, b"finished /ka")
+        assert h["connection"].lower() == "close"
+        assert c.closed()
+    assert srv.wait(timeout=5) == 0
+
+
+def test_second_signal_while_stopping(server):
+    """A second SIGTERM while stopping does not crash or hang the server."""
+    srv = server(APP, {"graceful_timeout": 3})
+    with cf.ThreadPoolExecutor(1) as ex:
+        f = ex.submit(fetch, srv, "/two?0.6")
+        wait_record(srv, "start /two")
+        srv.kill(signal.SIGTERM)
+        time.sleep(0.1)
+        srv.kill(signal.SIGTERM)
+        assert f.result() == (200, b"finished /two")
+    assert srv.wait(timeout=5) == 0
+    assert srv.stdout.strip() == "returned"
+
+
+def test_python_signal_handler_still_runs(server):
+    """Signals other than INT/TERM reach the app's Python handlers while
+    the server runs."""
+    srv = server(APP + r'''
+import signal
+signal.signal(signal.SIGUSR1, lambda *a: record("usr1"))
+''')
+    srv.kill(signal.SIGUSR1)
+    wait_record(srv, "usr1")
+    assert fetch(srv, "/after-usr1") == (200, b"finished /after-usr1")
+
+
+def test_queued_request_gets_503_at_stop(server):
+    """With max_size requests running, a waiting request that never
+    started is answered 503 when the server stops (it was not processed,
+    so the client may safely retry it)."""
+    srv = server(APP, {"max_size": 1, "graceful_timeout": 10})
+    with cf.ThreadPoolExecutor(1) as ex, srv.raw() as c:
+        time.sleep(0.1)  # accepted while there is room, request not sent yet
+        first = ex.submit(fetch, srv, "/first?1")
+        wait_record(srv, "start /first")
+        c.send("GET /queued HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.2)
+        assert "start /queued" not in srv.records()
+        srv.kill(signal.SIGTERM)
+        code, h, body, _ = c.response()
+        assert code == 503
+        assert c.closed()
+        assert first.result() == (200, b"finished /first")
+    assert srv.wait(timeout=5) == 0
+    assert "start /queued" not in srv.records()
