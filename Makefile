@@ -33,7 +33,8 @@ LDLIBS := -lev -lm -ldl -pthread
 HUB_SRCS := hub/hub.c hub/stack.c hub/wait.c hub/ident.c hub/ctx_x86_64.S
 PRELOAD_SRCS := preload/real.c preload/fdtab.c preload/io.c preload/sock.c \
                 preload/poll.c preload/sleep.c preload/fd.c preload/sem.c \
-                preload/thread.c preload/resolve.c
+                preload/thread.c preload/resolve.c \
+                preload/child.c
 PARSER_SRCS := server/http_parse.c
 BOOT_SRCS := server/boot.c
 PYSERVER_SRCS := server/module.c server/serve.c server/request.c \

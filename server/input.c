@@ -78,9 +78,12 @@ static PyObject *in_fail(struct srv_input *in, const char *msg)
         /* the client's fault: 408 if the app lets this escape */
         in->bad = 408;
         in->bad_why = "the request body did not arrive in time (body_timeout)";
-        PyErr_Format(PyExc_TimeoutError,
-                     "the client sent no request body bytes for %.0f s "
-                     "(body_timeout)", in->c->srv->opt.body_timeout);
+        char msg_buf[128];
+        /* snprintf: PyErr_Format knows no floating-point conversions */
+        snprintf(msg_buf, sizeof msg_buf,
+                 "the client sent no request body bytes for %g s "
+                 "(body_timeout)", in->c->srv->opt.body_timeout);
+        PyErr_SetString(PyExc_TimeoutError, msg_buf);
     } else {
         PyErr_SetString(PyExc_OSError, msg);
     }

@@ -40,7 +40,7 @@ struct srv_known_header {
 };
 
 static struct srv_known_header srv_known[] = {
-    {"Host", NULL}, {"User-Agent", NULL}, {"Accept", NULL},
+    {"Host", NULL}, /* first: srv_build_environ takes HTTP_HOST from [0] */ {"User-Agent", NULL}, {"Accept", NULL},
     {"Accept-Encoding", NULL}, {"Accept-Language", NULL},
     {"Connection", NULL}, {"Cookie", NULL}, {"Referer", NULL},
     {"Cache-Control", NULL}, {"Origin", NULL}, {"Authorization", NULL},
@@ -178,8 +178,8 @@ static PyObject *srv_build_environ(struct srv_conn *c, const struct srv_request 
 {
     struct srv_server *srv = c->srv;
     PyObject *env = PyDict_Copy(srv->base_environ), *method;
-    const char *path = req->path;
-    size_t path_len = req->path_len;
+    const char *path = req->path, *authority = NULL;
+    size_t path_len = req->path_len, authority_len = 0;
 
     if (!env)
         return NULL;
@@ -200,6 +200,8 @@ static PyObject *srv_build_environ(struct srv_conn *c, const struct srv_request 
         if (s && end - s >= 3 && s[1] == '/' && s[2] == '/') {
             const char *q = memchr(s + 3, '/', (size_t)(end - s - 3));
             path = q ? q : end;
+            authority = s + 3;
+            authority_len = (size_t)(path - authority);
         }
         path_len = (size_t)(end - path);
     } else if (req->form != SRV_FORM_ORIGIN) {
@@ -250,6 +252,12 @@ static PyObject *srv_build_environ(struct srv_conn *c, const struct srv_request 
         }
         Py_DECREF(key);
     }
+    /* RFC 9112 3.2.2: with an absolute-form target the Host field is
+     * ignored and the target's authority is the host - which apps read
+     * from HTTP_HOST (PEP 3333 URL reconstruction). */
+    if (authority && srv_set(env, srv_known[0].key,
+                             srv_latin1(authority, authority_len)) < 0)
+        goto error;
     return env;
 
 error:

@@ -506,7 +506,7 @@ static void srv_begin_stop(struct srv_server *srv, int sig)
             srv_conn_close(c);
     }
     if (srv->active)
-        fprintf(stderr, "(%ld) wsgi stopping: waiting up to %.0f s for %zu "
+        fprintf(stderr, "(%ld) wsgi stopping: waiting up to %g s for %zu "
                 "request(s) in progress\n", (long)getpid(),
                 srv->opt.graceful_timeout, srv->active);
 }
@@ -601,7 +601,7 @@ PyObject *srv_serve(struct srv_server *srv)
 
     if (srv->active)
         fprintf(stderr, "(%ld) wsgi exiting: %zu request(s) still running "
-                "after the %.0f s grace period were abandoned\n",
+                "after the %g s grace period were abandoned\n",
                 (long)getpid(), srv->active, srv->opt.graceful_timeout);
     else
         fprintf(stderr, "(%ld) wsgi exiting\n", (long)getpid());

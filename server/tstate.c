@@ -45,7 +45,18 @@ void srv_tstate_put(PyThreadState *ts)
 {
     PyObject *dict;
 
-    if (srv_pool_len == SRV_TSTATE_POOL) {
+    /* Up to 3.12, threading hangs a lock on the state of a thread it
+     * knows (_thread._set_sentinel: the thread that first imported
+     * threading becomes its _MainThread), released only when the state
+     * is deleted; threading._shutdown waits for that lock at exit, so a
+     * pooled state would hang the process there. Delete those. */
+#if PY_VERSION_HEX < 0x030D0000
+    int sentinel = ts->on_delete != NULL;
+#else
+    int sentinel = 0;
+#endif
+
+    if (srv_pool_len == SRV_TSTATE_POOL || sentinel) {
         PyThreadState_Clear(ts);
         PyThreadState_DeleteCurrent();
         return;

@@ -428,7 +428,9 @@ def emit(obj):
 
 def client(code, cfg=None, preload=True, timeout=90, env=None):
     """Runs CLIENT_PRELUDE + code with PYTHON, LD_PRELOAD set or not;
-    returns the JSON object of the last stdout line."""
+    returns the JSON object of the last stdout line. If it overstays
+    timeout, it is killed and subprocess.TimeoutExpired (with .output and
+    .stderr) is raised."""
     src = CLIENT_PRELUDE + textwrap.dedent(code)
     tmp = tempfile.mkdtemp(prefix="lgcli-", dir="/tmp")
     try:
@@ -438,6 +440,11 @@ def client(code, cfg=None, preload=True, timeout=90, env=None):
                                 stderr=subprocess.PIPE, text=True)
         try:
             out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            raise subprocess.TimeoutExpired(proc.args[:2], timeout, output=out,
+                                            stderr=err) from None
         finally:
             if proc.poll() is None:
                 proc.kill()

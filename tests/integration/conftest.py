@@ -23,6 +23,10 @@ Environment knobs:
   LIBGREEN_PYTHON  the interpreter (default /usr/bin/python3), e.g. a
                    pyenv 3.12 or 3.13 build; LD_LIBRARY_PATH is never
                    passed on (pyenv builds must find their own libpython)
+  LIBGREEN_PRELOAD_FIRST  preloaded before it, e.g. for build/asan:
+                   LIBGREEN_SO=build/asan/libgreen.so
+                   LIBGREEN_PRELOAD_FIRST=$(gcc -print-file-name=libasan.so)
+                   ASAN_OPTIONS=detect_leaks=0
 
 Every app module gets a prelude with `STATE` (a private directory) and
 `record(*parts)`, which appends one line to STATE/calls; tests read the
@@ -47,6 +51,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SO = Path(os.environ.get("LIBGREEN_SO") or REPO / "build" / "libgreen.so").resolve()
 PYTHON = os.environ.get("LIBGREEN_PYTHON") or "/usr/bin/python3"
+# Loaded before libgreen.so: the ASan runtime for a MODE=asan build.
+PRELOAD_FIRST = os.environ.get("LIBGREEN_PRELOAD_FIRST", "")
 
 STARTUP_RE = re.compile(
     r"^\((\d+)\) wsgi starting up on (http://127\.0\.0\.1:(\d+)|unix:(\S+))$",
@@ -80,7 +86,7 @@ def child_env(preload=True, extra=None):
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
     if preload:
-        env["LD_PRELOAD"] = str(SO)
+        env["LD_PRELOAD"] = " ".join(filter(None, [PRELOAD_FIRST, str(SO)]))
     if extra:
         env.update(extra)
     return env
@@ -425,12 +431,13 @@ TEST_TIME_LIMIT = float(os.environ.get("LIBGREEN_TEST_TIME_LIMIT", "60"))
 
 @pytest.fixture(autouse=True)
 def _time_limit(request):
-    """Bounds every test in time (no pytest-timeout on Debian's pytest):
-    SIGALRM fails the test, whatever it is blocked in, after
-    TEST_TIME_LIMIT seconds (a test may lower it with
+    """Bounds every server test in time (Debian's pytest has no
+    pytest-timeout): SIGALRM fails the test, whatever it is blocked in,
+    after TEST_TIME_LIMIT seconds (a test may change it with
     @pytest.mark.time_limit(seconds))."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
+    if (threading.current_thread() is not threading.main_thread()
+            or not request.node.fspath.basename.startswith("test_server_")):
+        yield  # only the server suite's tests; the others keep their own
         return
     mark = request.node.get_closest_marker("time_limit")
     limit = mark.args[0] if mark else TEST_TIME_LIMIT

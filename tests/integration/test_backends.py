@@ -33,11 +33,14 @@ pytestmark = pytest.mark.skipif(not SO.is_file(),
                                 reason=f"{SO} not found: run `make` first")
 
 
-def need_modules(*modules):
+def requires(*modules):
+    """Skips (before any server is started) when PYTHON cannot import the
+    client library under test - e.g. a pyenv interpreter without
+    Debian's python3-* packages."""
     missing = backends.missing_modules(*modules)
-    if missing:
-        pytest.skip(f"{PYTHON} cannot import {', '.join(missing)} "
-                    f"(the client library under test is not installed there)")
+    return pytest.mark.skipif(
+        bool(missing), reason=f"{PYTHON} cannot import {', '.join(missing)} "
+                              f"(the client library under test is not installed there)")
 
 
 def _server_fixture(find, cls, what):
@@ -125,8 +128,8 @@ def app(environ, start_response):
 '''
 
 
+@requires("psycopg2")
 def test_psycopg2_requests_overlap_in_the_wsgi_server(pg, server):
-    need_modules("psycopg2")
     srv = server(PG_WSGI_APP, {"log_output": False}, env={"LG_PG_DSN": pg.dsn})
     results, elapsed = concurrent_gets([srv.url(f"/q{i}") for i in range(50)])
     assert [s for s, _ in results] == [200] * 50
@@ -157,8 +160,8 @@ emit({"res": res, "elapsed": time.monotonic() - t0})
 '''
 
 
+@requires("psycopg2")
 def test_psycopg2_green_threads_overlap(pg):
-    need_modules("psycopg2")
     r = client(PG_SPAWN_CLIENT, {"dsn": pg.dsn, "n": 50, "sleep": 0.2})
     assert [x[0] for x in r["res"]] == list(range(50))
     assert len({x[1] for x in r["res"]}) == 50
@@ -198,8 +201,8 @@ def app(environ, start_response):
 '''
 
 
+@requires("psycopg2", "sqlalchemy")
 def test_sqlalchemy_queuepool_waits_are_cooperative(pg, server):
-    need_modules("psycopg2", "sqlalchemy")
     srv = server(SQLA_WSGI_APP, {"log_output": False}, env={"LG_PG_DSN": pg.dsn})
     results, elapsed = concurrent_gets([srv.url(f"/s{i}") for i in range(20)])
     assert [s for s, _ in results] == [200] * 20
@@ -244,8 +247,8 @@ emit({"values": [x[0] for x in res], "times": [x[1] for x in res],
 '''
 
 
+@requires("redis")
 def test_redis_blpop_with_timeouts(redis_server):
-    need_modules("redis")
     r = client(REDIS_CLIENT, {"port": redis_server.port, "n": 20, "prefix": "blpop-a",
                               "push_after": 0.2, "timeout": 1})
     for i, (v, t) in enumerate(zip(r["values"], r["times"])):
@@ -295,8 +298,8 @@ emit({"values": [x[:4] for x in res], "ntick": len(ticks), "ticks": ticks,
 '''
 
 
+@requires("pymemcache")
 def test_memcached_concurrent_set_get(memcached):
-    need_modules("pymemcache")
     r = client(MEMCACHED_CLIENT, {"port": memcached.port, "n": 100, "prefix": "mc-a",
                                   "size": 30000, "ticks": 3})
     assert [v[0] for v in r["values"]] == list(range(100))
@@ -379,13 +382,16 @@ emit({"values": [x[0] for x in res], "times": [x[1] for x in res],
 LIB_MODULES = {"requests": ["requests"], "urllib": [], "pycurl": ["pycurl"]}
 
 
+def libs(*names):
+    return [pytest.param(n, marks=requires(*LIB_MODULES[n])) for n in names]
+
+
 def _expected_body(path, delay):
     return json.dumps({"path": path, "delay": delay})
 
 
-@pytest.mark.parametrize("lib", ["requests", "urllib", "pycurl"])
+@pytest.mark.parametrize("lib", libs("requests", "urllib", "pycurl"))
 def test_outbound_http_overlaps(lib, slow_http):
-    need_modules(*LIB_MODULES[lib])
     jobs = [{"lib": lib, "url": f"{slow_http.url}/h{i}?delay=0.5", "timeout": 10}
             for i in range(20)]
     r = client(HTTP_CLIENT, {"jobs": jobs})
@@ -394,11 +400,10 @@ def test_outbound_http_overlaps(lib, slow_http):
     assert r["elapsed"] < 2, f"20 x 0.5 s via {lib} took {r['elapsed']:.2f} s (sequential: 10 s)"
 
 
-@pytest.mark.parametrize("lib", ["requests", "urllib", "pycurl"])
+@pytest.mark.parametrize("lib", libs("requests", "urllib", "pycurl"))
 def test_outbound_http_timeouts_are_per_green_thread(lib, slow_http):
     """Even jobs time out after 0.2 s (the server takes 0.5 s); odd jobs,
     running at the same time, are unaffected."""
-    need_modules(*LIB_MODULES[lib])
     jobs = [{"lib": lib, "url": f"{slow_http.url}/t{i}?delay=0.5",
              "timeout": 0.2 if i % 2 == 0 else 10} for i in range(20)]
     r = client(HTTP_CLIENT, {"jobs": jobs})
@@ -412,9 +417,8 @@ def test_outbound_http_timeouts_are_per_green_thread(lib, slow_http):
     assert r["elapsed"] < 2, r["elapsed"]
 
 
-@pytest.mark.parametrize("lib", ["urllib", "requests", "pycurl"])
+@pytest.mark.parametrize("lib", libs("urllib", "requests", "pycurl"))
 def test_outbound_https_overlaps(lib, slow_https):
-    need_modules(*LIB_MODULES[lib])
     jobs = [{"lib": lib, "url": f"{slow_https.url}/s{i}?delay=0.5", "timeout": 10,
              "cafile": slow_https.cafile} for i in range(20)]
     r = client(HTTP_CLIENT, {"jobs": jobs})
@@ -436,21 +440,26 @@ emit({"body": spawn(fetch, CFG["url"]).wait(timeout=30)})
 '''
 
 
-@pytest.mark.parametrize("module", ["requests", "logging"])
+@pytest.mark.parametrize("module", [pytest.param("requests", marks=requires("requests")),
+                                    "logging"])
 def test_client_library_imported_inside_a_green_thread(module, slow_http):
     """Libraries are often imported lazily, in the first request that
     needs them (SQLAlchemy dialects, plugins). If that import is the
     first `import threading` of the process, threading's main-thread
     object belongs to the green thread: the program must still exit."""
-    if module == "requests":
-        need_modules("requests")
     url = f"{slow_http.url}/lazy?delay=0.1"
     try:
-        r = client(LAZY_IMPORT_CLIENT, {"url": url, "module": module}, timeout=6)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"a green thread that imported {module} (and so threading) first: "
+        r, timed_out = client(LAZY_IMPORT_CLIENT, {"url": url, "module": module},
+                              timeout=6), None
+    except subprocess.TimeoutExpired as e:
+        r, timed_out = None, e
+    if timed_out and '"body"' in (timed_out.output or ""):
+        pytest.fail(f"a green thread imported {module} (and with it threading) first: "
                     "the program did its work but did not exit within 6 s "
-                    "(threading._shutdown waits for the green thread's thread state)")
+                    f"(it printed {timed_out.output.strip()!r})", pytrace=False)
+    if timed_out:
+        pytest.fail(f"a green thread importing {module} lazily: no result within 6 s\n"
+                    f"stdout:\n{timed_out.output}\nstderr:\n{timed_out.stderr}")
     assert r["body"] == _expected_body("/lazy", 0.1)
 
 
@@ -532,8 +541,8 @@ def test_concurrent_subprocesses_overlap(capture):
 
 # ------------------------------------------------------------ identical results
 
+@requires("redis")
 def test_redis_identical_without_the_preload(redis_server):
-    need_modules("redis")
     # small, so the sequential run (one BLPOP timeout after another) stays short
     cfg = {"port": redis_server.port, "n": 6, "push_after": 0.2, "timeout": 1}
     green = client(REDIS_CLIENT, dict(cfg, prefix="blpop-g"))
@@ -544,8 +553,8 @@ def test_redis_identical_without_the_preload(redis_server):
     assert green["elapsed"] < 2.5 and plain["elapsed"] >= 3  # overlapped vs one by one
 
 
+@requires("pymemcache")
 def test_memcached_identical_without_the_preload(memcached):
-    need_modules("pymemcache")
     cfg = {"port": memcached.port, "n": 100, "prefix": "mc-b", "size": 30000, "ticks": 3}
     green = client(MEMCACHED_CLIENT, cfg)
     plain = client(MEMCACHED_CLIENT, cfg, preload=False)

@@ -3,11 +3,10 @@ every response carries."""
 
 import email.utils
 import os
-import re
 import subprocess
 import time
 
-from conftest import PYTHON, child_env  # noqa: E402 (helpers, not fixtures)
+from conftest import PYTHON, SO, child_env  # helpers, not fixtures
 
 ECHO_APP = '''
 def app(environ, start_response):
@@ -151,4 +150,23 @@ def test_many_sequential_requests_do_not_leak_fds(server):
             break
         time.sleep(0.05)
     assert now <= fds + 2, f"{now - fds} file descriptors leaked"
-    assert re.search(r"wsgi starting up", srv.stderr)
+
+
+def test_server_environment_is_clean(server, monkeypatch):
+    """The server runs with LD_PRELOAD set to the object under test and
+    without the caller's LD_LIBRARY_PATH or PYTHONPATH (a pyenv
+    interpreter must load its own libpython)."""
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/nonexistent/lib")
+    monkeypatch.setenv("PYTHONPATH", "/nonexistent/py")
+    srv = server('''
+import os, sys
+
+def app(environ, start_response):
+    start_response("200 OK", [])
+    return [repr((os.environ.get("LD_LIBRARY_PATH"), os.environ.get("PYTHONPATH"),
+                  os.environ.get("LD_PRELOAD"), sys.executable)).encode()]
+''')
+    ld_path, py_path, preload, exe = eval(srv.request()[2])
+    assert (ld_path, py_path) == (None, None)
+    assert preload.split()[-1] == str(SO)
+    assert os.path.realpath(exe) == os.path.realpath(PYTHON)

@@ -191,7 +191,11 @@ def app(environ, start_response):
     path = environ["PATH_INFO"]
     record("call", path)
     if path == "/read":
-        data = environ["wsgi.input"].read()
+        try:
+            data = environ["wsgi.input"].read()
+        except OSError as e:
+            record(type(e).__name__, e)
+            raise
         start_response("200 OK", [])
         return [data]
     if path == "/endless":
@@ -212,6 +216,8 @@ def test_body_timeout_408(server):
         assert 0.4 <= time.monotonic() - t0 < 3
         assert c.closed()
     assert "Traceback" not in srv.stderr  # the client's fault, not an app bug
+    assert "TimeoutError the client sent no request body bytes for 0.5 s " \
+           "(body_timeout)" in srv.records()
     still_serving(srv)
 
 

@@ -140,3 +140,35 @@ def app(environ, start_response):
 ''')
     status, _, body = srv.request()
     assert (status, body) == (200, b"[0, 1, 4, 9, 16, 25, 36, 49, 64, 81] True")
+
+
+def test_threading_first_imported_in_green_thread_exits(tmp_path):
+    """`threading` imported for the first time inside a green thread makes
+    that thread threading's main thread; the process must still exit."""
+    script = tmp_path / "first_import.py"
+    script.write_text(textwrap.dedent('''
+        import sys
+        assert "threading" not in sys.modules, "imported too early"
+        import libgreen
+        def first():
+            import threading
+            return threading.main_thread().name
+        print(libgreen.spawn(first).wait(), flush=True)
+    '''))
+    r = subprocess.run([PYTHON, "-S", str(script)], env=child_env(), cwd=tmp_path,
+                       capture_output=True, timeout=30)
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout.strip() == b"MainThread"
+
+
+def test_threading_first_imported_in_request_exits(server):
+    srv = server(r'''
+def app(environ, start_response):
+    import threading
+    threading.current_thread()
+    start_response("200 OK", [])
+    return [b"imported"]
+''', python_args=("-S",))
+    assert srv.request()[2] == b"imported"
+    assert srv.stop(timeout=8) == 0
+    assert srv.stdout.strip() == "returned"

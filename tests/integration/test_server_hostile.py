@@ -3,7 +3,6 @@
 each call in a file; a normal request afterwards proves the count moved
 by exactly one and the server is still up)."""
 
-import socket
 import time
 
 import pytest

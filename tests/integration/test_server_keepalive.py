@@ -14,6 +14,9 @@ def app(environ, start_response):
     if path.startswith("/slow"):
         time.sleep(0.2)
     body = environ["wsgi.input"].read()
+    if path == "/app-close":
+        start_response("200 OK", [("Connection", "close")])
+        return [b"app says close"]
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [("%s:%s" % (path, body.decode())).encode()]
 '''
@@ -140,3 +143,12 @@ def test_keepalive_timer_rearmed_per_request(server):
             time.sleep(0.3)
         c.send("GET /last HTTP/1.1\r\nHost: x\r\n\r\n")
         assert c.response()[2] == b"/last:"
+
+
+def test_app_connection_close_header(srv):
+    with srv.raw() as c:
+        c.send("GET /app-close HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, code, h, hdrs = c.head()
+        assert [v for k, v in hdrs if k.lower() == "connection"] == ["close"]
+        assert c.read_exact(int(h["content-length"])) == b"app says close"
+        assert c.closed()

@@ -207,6 +207,17 @@ def test_script_name_server_name_port(esrv):
     assert env["REMOTE_PORT"][1].isdigit()
 
 
+def test_absolute_form_target(esrv):
+    """RFC 9112 3.2.2: an absolute-form target's authority is the host
+    (the Host field is ignored); PATH_INFO and QUERY_STRING are split out."""
+    env = environ_of(esrv, "GET http://example.com:8080/p/q?x=1 HTTP/1.1\r\n"
+                           "Host: other.invalid\r\n\r\n")
+    assert env["HTTP_HOST"] == ["str", "example.com:8080"]
+    assert env["PATH_INFO"] == ["str", "/p/q"]
+    assert env["QUERY_STRING"] == ["str", "x=1"]
+    assert env["REQUEST_URI"] == ["str", "http://example.com:8080/p/q?x=1"]
+
+
 def test_content_type_and_length(esrv):
     env = environ_of(esrv, "POST / HTTP/1.1\r\nHost: h\r\nContent-Type: text/x\r\n"
                            "Content-Length: 3\r\n\r\nabc")

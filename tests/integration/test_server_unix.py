@@ -3,15 +3,18 @@
 import http.client
 import socket
 
+
 class UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client over AF_UNIX."""
+
     def __init__(self, path, timeout=10):
         super().__init__("localhost", timeout=timeout)
-        self.path = path
+        self.unix_path = path
 
     def connect(self):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(self.timeout)
-        self.sock.connect(self.path)
+        self.sock.connect(self.unix_path)
 
 
 UNIX_APP = r'''
@@ -50,6 +53,7 @@ def test_unix_socket_stale_file_replaced(server, tmp_path):
     s.bind(str(path))
     s.close()  # leaves the socket file behind, like a crashed server
     srv = server(UNIX_APP, address=str(path))
+    assert srv.address == str(path)
     conn = UnixHTTPConnection(str(path))
     try:
         conn.request("GET", "/fresh")
