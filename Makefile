@@ -65,8 +65,8 @@ PRELOAD_TESTS := $(patsubst tests/preload/%.c,$(B)/tests/preload/%,$(wildcard te
 SERVER_TESTS := $(patsubst tests/server/%.c,$(B)/tests/server/%,$(wildcard tests/server/test_*.c))
 UNIT_TESTS := $(HUB_TESTS) $(PRELOAD_TESTS) $(SERVER_TESTS)
 
-.PHONY: all help deps test unit asan check-unit integration bench \
-        bench-switch run fuzz clean
+.PHONY: all help deps test unit asan integration bench bench-switch \
+        bench-parse bench-wsgi bench-memory run fuzz clean
 .DEFAULT_GOAL := all
 
 all: $(B)/libgreen.so $(PY_SOS)
@@ -79,7 +79,10 @@ help:
 	@echo "make asan         the C unit tests under AddressSanitizer + UBSan"
 	@echo "make integration  the pytest suite against build/libgreen.so"
 	@echo "make bench-switch ns per green thread switch"
-	@echo "make bench        every benchmark"
+	@echo "make bench-parse  ns per request head parsed"
+	@echo "make bench-wsgi   req/s against gevent and eventlet (wrk on loopback)"
+	@echo "make bench-memory RSS over a million requests"
+	@echo "make bench        switch + parse + wsgi benchmarks"
 	@echo "make fuzz         fuzz the HTTP parser (FUZZ_SECONDS, default 60)"
 	@echo "make clean        remove build/"
 	@echo "Python server modules built for: $(PY_VERS)"
@@ -168,7 +171,20 @@ $(B)/bench/%: scripts/bench/%.c $(HUB_OBJS)
 bench-switch: $(B)/bench/bench_switch
 	@$(B)/bench/bench_switch
 
-bench: bench-switch
+$(B)/bench/bench_http_parse: tests/server/bench_http_parse.c $(PARSER_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(PARSER_OBJS) -o $@
+
+bench-parse: $(B)/bench/bench_http_parse
+	@$(B)/bench/bench_http_parse
+
+bench-wsgi: all
+	@scripts/bench/wsgi-compare
+
+bench-memory: all
+	@scripts/bench/memory-soak
+
+bench: bench-switch bench-parse bench-wsgi
 
 fuzz:
 	@scripts/fuzz-http-parse
