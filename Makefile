@@ -128,15 +128,15 @@ $(foreach v,$(PY_VERS),$(eval $(call pyserver,$(v))))
 
 $(B)/tests/hub/%: tests/hub/%.c $(HUB_OBJS) tests/check.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(MODE_LDFLAGS) $< $(HUB_OBJS) -o $@ $(LDLIBS)
+	$(CC) $(CFLAGS) -MMD -MP $(MODE_LDFLAGS) $< $(HUB_OBJS) -o $@ $(LDLIBS)
 
 $(B)/tests/preload/%: tests/preload/%.c $(HUB_OBJS) $(PRELOAD_OBJS) tests/check.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(MODE_LDFLAGS) $< $(HUB_OBJS) $(PRELOAD_OBJS) -o $@ $(LDLIBS)
+	$(CC) $(CFLAGS) -MMD -MP $(MODE_LDFLAGS) $< $(HUB_OBJS) $(PRELOAD_OBJS) -o $@ $(LDLIBS)
 
 $(B)/tests/server/%: tests/server/%.c $(PARSER_OBJS) tests/check.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(MODE_LDFLAGS) $< $(PARSER_OBJS) -o $@ $(LDLIBS)
+	$(CC) $(CFLAGS) -MMD -MP $(MODE_LDFLAGS) $< $(PARSER_OBJS) -o $@ $(LDLIBS)
 
 # The ucontext fallback of hub/ctx.h, built and tested once so it stays alive.
 $(B)/tests/hub/ucontext_switch: tests/hub/test_switch.c $(HUB_SRCS) tests/check.h

@@ -23,6 +23,7 @@
 
 #include "hub/green.h"
 #include "tests/check.h"
+#include "tests/preload/helpers.h"
 
 struct waiter {
     int fd;
@@ -200,15 +201,11 @@ TEST(close_wakes_socket_writer)
 
 TEST(close_wakes_acceptor)
 {
-    struct sockaddr_in a = {0};
+    struct sockaddr_in a;
     struct waiter w = {0};
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int fd = listener(16, &a);
 
     CHECK(fd >= 0);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    CHECK(bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
-    CHECK(listen(fd, 16) == 0);
     w.fd = fd;
     w.other_fd = -1;
     CHECK(run_pair(parked_accept, &w) == 0);
@@ -360,22 +357,15 @@ static void close_and_reuse(void *arg)
 
 TEST(close_wakes_connect_and_spares_reused_number)
 {
-    struct sockaddr_in a = {0};
-    socklen_t alen = sizeof a;
+    struct sockaddr_in a;
     struct conn_case c = {0};
     struct green *g1, *g2;
-    int l = socket(AF_INET, SOCK_STREAM, 0), queued;
+    int l = listener(0, &a), queued;
 
     /* a listener with backlog 0 and its queue full: connects hang */
     CHECK(l >= 0);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    CHECK(bind(l, (struct sockaddr *)&a, sizeof a) == 0);
-    CHECK(listen(l, 0) == 0);
-    CHECK(getsockname(l, (struct sockaddr *)&a, &alen) == 0);
-    queued = socket(AF_INET, SOCK_STREAM, 0);
+    queued = tcp_connect(&a);
     CHECK(queued >= 0);
-    CHECK(connect(queued, (struct sockaddr *)&a, sizeof a) == 0);
 
     c.addr = a;
     c.fd = socket(AF_INET, SOCK_STREAM, 0);

@@ -19,6 +19,7 @@
 
 #include "hub/green.h"
 #include "tests/check.h"
+#include "tests/preload/helpers.h"
 
 #define NCLIENTS 1000
 #define STACK (128 * 1024)
@@ -141,19 +142,12 @@ static int echo_done(void *arg)
 TEST(echo_1000_clients)
 {
     struct green *clients[NCLIENTS], *srv;
-    socklen_t alen = sizeof server_addr;
     double t0, elapsed;
     int i;
 
     main_tid = (pid_t)syscall(SYS_gettid);
-    listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+    listen_fd = listener(2048, &server_addr);
     CHECK(listen_fd >= 0);
-    memset(&server_addr, 0, sizeof server_addr);
-    server_addr.sin_family = AF_INET;
-    server_addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    CHECK(bind(listen_fd, (struct sockaddr *)&server_addr, sizeof server_addr) == 0);
-    CHECK(listen(listen_fd, 2048) == 0);
-    CHECK(getsockname(listen_fd, (struct sockaddr *)&server_addr, &alen) == 0);
 
     t0 = check_now();
     srv = green_spawn(server, NULL, &attr);

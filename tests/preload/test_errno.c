@@ -23,42 +23,7 @@
 
 #include "hub/green.h"
 #include "tests/check.h"
-
-static int listener(int backlog, struct sockaddr_in *addr)
-{
-    socklen_t alen = sizeof *addr;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-    if (fd < 0)
-        return -1;
-    memset(addr, 0, sizeof *addr);
-    addr->sin_family = AF_INET;
-    addr->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (bind(fd, (struct sockaddr *)addr, sizeof *addr) < 0 ||
-        listen(fd, backlog) < 0 ||
-        getsockname(fd, (struct sockaddr *)addr, &alen) < 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-static int tcp_pair(int *a, int *b)
-{
-    struct sockaddr_in addr;
-    int l = listener(1, &addr);
-
-    if (l < 0)
-        return -1;
-    *a = socket(AF_INET, SOCK_STREAM, 0);
-    if (*a < 0 || connect(*a, (struct sockaddr *)&addr, sizeof addr) < 0) {
-        close(l);
-        return -1;
-    }
-    *b = accept(l, NULL, NULL);
-    close(l);
-    return *b < 0 ? -1 : 0;
-}
+#include "tests/preload/helpers.h"
 
 /* ---- failures: same result as libc ----------------------------------- */
 
@@ -515,17 +480,6 @@ TEST(success_leaves_errno_alone)
 static int main_listen = -1;
 static struct sockaddr_in main_addr;
 
-static void green_accept_then_connect(void *arg)
-{
-    int c;
-
-    (void)arg;
-    c = socket(AF_INET, SOCK_STREAM, 0);
-    CHECK_OR(c >= 0, );
-    CHECK_OR(connect(c, (struct sockaddr *)&main_addr, sizeof main_addr) == 0, );
-    CHECK_OR(close(c) == 0, );
-}
-
 static void green_acceptor(void *arg)
 {
     int fd;
@@ -556,7 +510,7 @@ TEST(main_context_accept_leaves_errno_alone)
     main_listen = listener(8, &main_addr);
     CHECK(main_listen >= 0);
     a = green_spawn(green_acceptor, NULL, NULL);
-    b = green_spawn(green_accept_then_connect, NULL, NULL);
+    b = green_spawn(green_connect_once, &main_addr, NULL);
     CHECK(a && b);
     CHECK(green_join(a, 5.0) == 0);
     CHECK(green_join(b, 5.0) == 0);

@@ -22,32 +22,7 @@
 
 #include "hub/green.h"
 #include "tests/check.h"
-
-static int ticks, stop_ticker;
-
-static void ticker(void *arg)
-{
-    (void)arg;
-    while (!stop_ticker) {
-        usleep(5000);
-        ticks++;
-    }
-}
-
-/* Runs fn in a green thread beside a ticker. */
-static int run_green(green_fn fn, void *arg)
-{
-    struct green *t, *g;
-
-    stop_ticker = 0;
-    t = green_spawn(ticker, NULL, NULL);
-    g = green_spawn(fn, arg, NULL);
-    CHECK_OR(t && g, -1);
-    CHECK_OR(green_join(g, 5.0) == 0, -1);
-    stop_ticker = 1;
-    CHECK_OR(green_join(t, 5.0) == 0, -1);
-    return 0;
-}
+#include "tests/preload/helpers.h"
 
 /* ---- a socket closed by fclose, the number reused by a regular file ---- */
 
@@ -97,7 +72,7 @@ TEST(file_on_number_of_fclosed_socket)
 {
     struct reuse r = {0};
 
-    CHECK(run_green(socket_then_file, &r) == 0);
+    CHECK(run_beside_ticker(socket_then_file, &r, NULL, NULL) >= 0);
     CHECK(r.reused_as == r.number); /* else the test proved nothing */
     CHECK(r.ok);
 }
@@ -179,7 +154,7 @@ TEST(fifo_on_number_seen_closed)
     unlink(c.path);
     CHECK(mkfifo(c.path, 0600) == 0);
     CHECK(pthread_create(&th, NULL, rescue, &c) == 0);
-    CHECK(run_green(closed_then_fifo, &c) == 0);
+    CHECK(run_beside_ticker(closed_then_fifo, &c, NULL, NULL) >= 0);
     CHECK(pthread_join(th, NULL) == 0);
     unlink(c.path);
     CHECK(c.reused_as == c.number);
@@ -289,7 +264,7 @@ TEST(socket_received_over_scm_rights)
     CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, p.data) == 0);
     s = green_spawn(sender, &p, NULL);
     CHECK(s != NULL);
-    CHECK(run_green(receive_and_read, &p) == 0);
+    CHECK(run_beside_ticker(receive_and_read, &p, NULL, NULL) >= 0);
     CHECK(green_join(s, 5.0) == 0);
     CHECK(p.r == 6 && memcmp(p.buf, "passed", 6) == 0);
     CHECK(p.ticks_during >= 3);

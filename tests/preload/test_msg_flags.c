@@ -20,42 +20,7 @@
 
 #include "hub/green.h"
 #include "tests/check.h"
-
-static int tcp_pair(int *a, int *b)
-{
-    struct sockaddr_in addr = {0};
-    socklen_t alen = sizeof addr;
-    int l = socket(AF_INET, SOCK_STREAM, 0);
-
-    if (l < 0)
-        return -1;
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (bind(l, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(l, 1) < 0 ||
-        getsockname(l, (struct sockaddr *)&addr, &alen) < 0) {
-        close(l);
-        return -1;
-    }
-    *a = socket(AF_INET, SOCK_STREAM, 0);
-    if (*a < 0 || connect(*a, (struct sockaddr *)&addr, sizeof addr) < 0) {
-        close(l);
-        return -1;
-    }
-    *b = accept(l, NULL, NULL);
-    close(l);
-    return *b < 0 ? -1 : 0;
-}
-
-static int ticks, stop_ticker;
-
-static void ticker(void *arg)
-{
-    (void)arg;
-    while (!stop_ticker) {
-        usleep(5000);
-        ticks++;
-    }
-}
+#include "tests/preload/helpers.h"
 
 /* Writes pieces to fd, 30 ms apart; shuts the write side down if asked. */
 struct dribble {
@@ -111,18 +76,7 @@ static void do_recv(void *arg)
 /* do_recv in a green thread, with a dribbler and a ticker beside it. */
 static int run_recv(struct rcall *c, struct dribble *d)
 {
-    struct green *t, *g, *w;
-
-    stop_ticker = 0;
-    t = green_spawn(ticker, NULL, NULL);
-    g = green_spawn(do_recv, c, NULL);
-    w = green_spawn(dribbler, d, NULL);
-    CHECK_OR(t && g && w, -1);
-    CHECK_OR(green_join(g, 5.0) == 0, -1);
-    CHECK_OR(green_join(w, 5.0) == 0, -1);
-    stop_ticker = 1;
-    CHECK_OR(green_join(t, 5.0) == 0, -1);
-    return 0;
+    return run_beside_ticker(do_recv, c, dribbler, d) < 0 ? -1 : 0;
 }
 
 TEST(waitall_waits_for_full_length)
@@ -338,7 +292,6 @@ TEST(udp_recvfrom_parks_and_reports_sender)
 {
     struct udp u = {0};
     socklen_t len = sizeof u.to;
-    struct green *t, *r, *s;
 
     u.rfd = socket(AF_INET, SOCK_DGRAM, 0);
     u.sfd = socket(AF_INET, SOCK_DGRAM, 0);
@@ -353,15 +306,7 @@ TEST(udp_recvfrom_parks_and_reports_sender)
     len = sizeof u.sender;
     CHECK(getsockname(u.sfd, (struct sockaddr *)&u.sender, &len) == 0);
 
-    stop_ticker = 0;
-    t = green_spawn(ticker, NULL, NULL);
-    r = green_spawn(udp_receiver, &u, NULL);
-    s = green_spawn(udp_sender, &u, NULL);
-    CHECK(t && r && s);
-    CHECK(green_join(r, 5.0) == 0);
-    CHECK(green_join(s, 5.0) == 0);
-    stop_ticker = 1;
-    CHECK(green_join(t, 5.0) == 0);
+    CHECK(run_beside_ticker(udp_receiver, &u, udp_sender, &u) >= 0);
     CHECK(u.r == 8 && memcmp(u.buf, "datagram", 8) == 0);
     CHECK(u.fromlen == sizeof u.from);
     CHECK(u.from.sin_port == u.sender.sin_port);

@@ -24,34 +24,9 @@
 
 #include "hub/green.h"
 #include "tests/check.h"
+#include "tests/preload/helpers.h"
 
-static int listener(int type_flags, struct sockaddr_in *addr)
-{
-    socklen_t alen = sizeof *addr;
-    int fd = socket(AF_INET, SOCK_STREAM | type_flags, 0);
-
-    if (fd < 0)
-        return -1;
-    memset(addr, 0, sizeof *addr);
-    addr->sin_family = AF_INET;
-    addr->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (bind(fd, (struct sockaddr *)addr, sizeof *addr) < 0 ||
-        listen(fd, 16) < 0 ||
-        getsockname(fd, (struct sockaddr *)addr, &alen) < 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-/* O_NONBLOCK as the kernel has it, past the fcntl wrapper. */
-static int kernel_nb(int fd)
-{
-    long fl = syscall(SYS_fcntl, fd, F_GETFL);
-
-    return fl < 0 ? -1 : (fl & O_NONBLOCK) != 0;
-}
-
+/* O_NONBLOCK as the caller sees it, through the fcntl wrapper. */
 static int view_nb(int fd)
 {
     int fl = fcntl(fd, F_GETFL);
@@ -171,7 +146,7 @@ TEST(sock_nonblock_at_creation)
     CHECK(close(sv[0]) == 0);
     CHECK(close(sv[1]) == 0);
 
-    l = listener(SOCK_NONBLOCK, &addr);
+    l = listener_type(SOCK_NONBLOCK, 16, &addr);
     CHECK(l >= 0);
     CHECK(view_nb(l) == 1);
     CHECK(expect_eagain(l, OP_ACCEPT) == 0);
@@ -183,7 +158,7 @@ TEST(sock_nonblock_at_creation)
 TEST(fcntl_nonblock_listener)
 {
     struct sockaddr_in addr;
-    int l = listener(0, &addr);
+    int l = listener(16, &addr);
 
     CHECK(l >= 0);
     CHECK(fcntl(l, F_SETFL, O_NONBLOCK) == 0);
@@ -219,7 +194,7 @@ TEST(pipe2_nonblock)
 TEST(accept4_sock_nonblock_gives_nonblocking_socket)
 {
     struct sockaddr_in addr;
-    int l = listener(0, &addr), c, s;
+    int l = listener(16, &addr), c, s;
 
     CHECK(l >= 0);
     c = socket(AF_INET, SOCK_STREAM, 0);
@@ -245,16 +220,6 @@ static void green_acceptor(void *arg)
     (void)arg;
     g_accepted_fd = accept(g_listen, NULL, NULL);
     g_view_in_green = view_nb(g_listen);
-}
-
-static void green_connector(void *arg)
-{
-    struct sockaddr_in *addr = arg;
-    int c = socket(AF_INET, SOCK_STREAM, 0);
-
-    CHECK_OR(c >= 0, );
-    CHECK_OR(connect(c, (struct sockaddr *)addr, sizeof *addr) == 0, );
-    CHECK_OR(close(c) == 0, );
 }
 
 struct delayed {
@@ -283,10 +248,10 @@ static int green_accept_once(struct sockaddr_in *addr)
 {
     struct green *a, *b;
 
-    g_listen = listener(0, addr);
+    g_listen = listener(16, addr);
     CHECK_OR(g_listen >= 0, -1);
     a = green_spawn(green_acceptor, NULL, NULL);
-    b = green_spawn(green_connector, addr, NULL);
+    b = green_spawn(green_connect_once, addr, NULL);
     CHECK_OR(a && b, -1);
     CHECK_OR(green_join(a, 5.0) == 0, -1);
     CHECK_OR(green_join(b, 5.0) == 0, -1);

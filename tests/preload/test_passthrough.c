@@ -24,6 +24,7 @@
 
 #include "hub/green.h"
 #include "tests/check.h"
+#include "tests/preload/helpers.h"
 
 static const char *self_exe;
 
@@ -155,18 +156,12 @@ static void *connect_later(void *arg)
 
 TEST(os_thread_accept_waits)
 {
-    struct sockaddr_in addr = {0};
-    socklen_t alen = sizeof addr;
+    struct sockaddr_in addr;
     struct os_call c = {0};
     pthread_t a, b;
-    int l = socket(AF_INET, SOCK_STREAM, 0);
+    int l = listener(4, &addr);
 
     CHECK(l >= 0);
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    CHECK(bind(l, (struct sockaddr *)&addr, sizeof addr) == 0);
-    CHECK(listen(l, 4) == 0);
-    CHECK(getsockname(l, (struct sockaddr *)&addr, &alen) == 0);
     c.kind = T_ACCEPT;
     c.fd = l;
     CHECK(pthread_create(&a, NULL, os_thread_call, &c) == 0);
@@ -180,14 +175,6 @@ TEST(os_thread_accept_waits)
 }
 
 /* ---- the main context: a hub exists, a green thread is ready ---------- */
-
-static int ticks;
-
-static void tick_once(void *arg)
-{
-    (void)arg;
-    ticks++;
-}
 
 TEST(main_context_calls_are_real)
 {
@@ -349,14 +336,6 @@ TEST(regular_files_never_park)
 
 /* ---- LIBGREEN_HOOKS=0 ------------------------------------------------- */
 
-static int hooks_off_ticks;
-
-static void hooks_off_ticker(void *arg)
-{
-    (void)arg;
-    hooks_off_ticks++;
-}
-
 static void hooks_off_reader(void *arg)
 {
     char buf[16];
@@ -369,7 +348,7 @@ static void hooks_off_reader(void *arg)
     /* with hooks off this blocks the OS thread: the ticker cannot run */
     CHECK_OR(read(p[0], buf, sizeof buf) == 4, );
     CHECK_OR(check_now() - t0 >= 0.09, );
-    CHECK_OR(hooks_off_ticks == 0, );
+    CHECK_OR(ticks == 0, );
     CHECK_OR(pthread_join(th, NULL) == 0, );
 }
 
@@ -382,10 +361,10 @@ static int hooks_off_child(void)
     if (pipe(p) < 0)
         return 2;
     r = green_spawn(hooks_off_reader, p, NULL);
-    t = green_spawn(hooks_off_ticker, NULL, NULL);
+    t = green_spawn(tick_once, NULL, NULL);
     if (!r || !t || green_join(r, 5.0) != 0 || green_join(t, 5.0) != 0)
         return 3;
-    if (check_failed_ || hooks_off_ticks != 1)
+    if (check_failed_ || ticks != 1)
         return 1;
     close(p[0]);
     close(p[1]);

@@ -23,15 +23,9 @@
 
 #include "hub/green.h"
 #include "tests/check.h"
+#include "tests/preload/helpers.h"
 
 #define TOTAL (1 << 20)
-
-static int kernel_nb(int fd)
-{
-    long fl = syscall(SYS_fcntl, fd, F_GETFL);
-
-    return fl < 0 ? -1 : (fl & O_NONBLOCK) != 0;
-}
 
 static unsigned char pattern(size_t i)
 {
@@ -214,18 +208,11 @@ static void tcp_acceptor(void *arg)
 
 TEST(tcp_one_megabyte_both_ways)
 {
-    socklen_t alen = sizeof tcp_addr;
     struct green *a, *c;
     struct xfer x = {0}, y = {0};
 
-    tcp_listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+    tcp_listen_fd = listener(4, &tcp_addr);
     CHECK(tcp_listen_fd >= 0);
-    memset(&tcp_addr, 0, sizeof tcp_addr);
-    tcp_addr.sin_family = AF_INET;
-    tcp_addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    CHECK(bind(tcp_listen_fd, (struct sockaddr *)&tcp_addr, sizeof tcp_addr) == 0);
-    CHECK(listen(tcp_listen_fd, 4) == 0);
-    CHECK(getsockname(tcp_listen_fd, (struct sockaddr *)&tcp_addr, &alen) == 0);
     a = green_spawn(tcp_acceptor, NULL, NULL);
     c = green_spawn(tcp_connector, NULL, NULL);
     CHECK(a && c);

@@ -20,17 +20,7 @@
 
 #include "hub/green.h"
 #include "tests/check.h"
-
-static int ticks, stop_ticker;
-
-static void ticker(void *arg)
-{
-    (void)arg;
-    while (!stop_ticker) {
-        usleep(5000);
-        ticks++;
-    }
-}
+#include "tests/preload/helpers.h"
 
 struct delayed_write {
     int fd;
@@ -50,22 +40,7 @@ static void delayed_writer(void *arg)
  * writer; returns the ticks seen while fn ran. */
 static int run_with(green_fn fn, void *arg, struct delayed_write *dw)
 {
-    struct green *t, *g, *w = NULL;
-    int t0;
-
-    stop_ticker = 0;
-    t0 = ticks;
-    t = green_spawn(ticker, NULL, NULL);
-    g = green_spawn(fn, arg, NULL);
-    if (dw)
-        w = green_spawn(delayed_writer, dw, NULL);
-    CHECK_OR(t && g && (!dw || w), -1);
-    CHECK_OR(green_join(g, 5.0) == 0, -1);
-    stop_ticker = 1;
-    if (w)
-        CHECK_OR(green_join(w, 5.0) == 0, -1);
-    CHECK_OR(green_join(t, 5.0) == 0, -1);
-    return ticks - t0;
+    return run_beside_ticker(fn, arg, dw ? delayed_writer : NULL, dw);
 }
 
 /* ---- poll ------------------------------------------------------------- */

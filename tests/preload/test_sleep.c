@@ -20,6 +20,7 @@
 
 #include "hub/green.h"
 #include "tests/check.h"
+#include "tests/preload/helpers.h"
 
 #define N 1000
 #define STACK (64 * 1024)
@@ -331,21 +332,13 @@ TEST(interrupted_sleeps_report_time_left)
 
 /* ---- outside green threads: the real sleeps ---------------------------- */
 
-static int ticks;
-
-static void ticker(void *arg)
-{
-    (void)arg;
-    ticks++;
-}
-
 /* In the main context with a green thread ready to run: each sleep must
  * block the OS thread (not run the hub), and last its full time. */
 TEST(main_context_sleeps_are_real)
 {
     struct timespec req = {0, 50000000L}, abs_target;
     struct timeval tv = {0, 50000};
-    struct green *g = green_spawn(ticker, NULL, NULL);
+    struct green *g = green_spawn(tick_once, NULL, NULL);
     double t0;
     int i;
 

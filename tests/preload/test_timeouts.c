@@ -26,63 +26,15 @@
 
 #include "hub/green.h"
 #include "tests/check.h"
+#include "tests/preload/helpers.h"
 
 /* ---- helpers ------------------------------------------------------------ */
-
-static int listener(int backlog, struct sockaddr_in *addr)
-{
-    socklen_t alen = sizeof *addr;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-    if (fd < 0)
-        return -1;
-    memset(addr, 0, sizeof *addr);
-    addr->sin_family = AF_INET;
-    addr->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (bind(fd, (struct sockaddr *)addr, sizeof *addr) < 0 ||
-        listen(fd, backlog) < 0 ||
-        getsockname(fd, (struct sockaddr *)addr, &alen) < 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-/* A connected TCP pair over loopback, made from the main context (plain
- * libc calls). */
-static int tcp_pair(int *a, int *b)
-{
-    struct sockaddr_in addr;
-    int l = listener(1, &addr);
-
-    if (l < 0)
-        return -1;
-    *a = socket(AF_INET, SOCK_STREAM, 0);
-    if (*a < 0 || connect(*a, (struct sockaddr *)&addr, sizeof addr) < 0) {
-        close(l);
-        return -1;
-    }
-    *b = accept(l, NULL, NULL);
-    close(l);
-    return *b < 0 ? -1 : 0;
-}
 
 static int set_timeo(int fd, int opt, int ms)
 {
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
 
     return setsockopt(fd, SOL_SOCKET, opt, &tv, sizeof tv);
-}
-
-static int ticks, stop_ticker;
-
-static void ticker(void *arg)
-{
-    (void)arg;
-    while (!stop_ticker) {
-        usleep(5000);
-        ticks++;
-    }
 }
 
 struct op {
@@ -138,16 +90,7 @@ static void do_op(void *arg)
 /* Runs o in a green thread beside a ticker. */
 static int run_op(struct op *o)
 {
-    struct green *t, *g;
-
-    stop_ticker = 0;
-    t = green_spawn(ticker, NULL, NULL);
-    g = green_spawn(do_op, o, NULL);
-    CHECK_OR(t && g, -1);
-    CHECK_OR(green_join(g, 5.0) == 0, -1);
-    stop_ticker = 1;
-    CHECK_OR(green_join(t, 5.0) == 0, -1);
-    return 0;
+    return run_beside_ticker(do_op, o, NULL, NULL) < 0 ? -1 : 0;
 }
 
 /* ---- SO_RCVTIMEO ------------------------------------------------------ */
@@ -290,21 +233,6 @@ TEST(sndtimeo_full_socket)
 
 /* ---- connect ---------------------------------------------------------- */
 
-/* Fills the accept queue of a backlog-0 listener: one connection is queued,
- * later SYNs are dropped. Returns the queued client or -1. */
-static int fill_backlog(const struct sockaddr_in *addr)
-{
-    int c = socket(AF_INET, SOCK_STREAM, 0);
-
-    if (c < 0)
-        return -1;
-    if (connect(c, (const struct sockaddr *)addr, sizeof *addr) < 0) {
-        close(c);
-        return -1;
-    }
-    return c;
-}
-
 TEST(connect_full_backlog_sndtimeo)
 {
     struct sockaddr_in addr;
@@ -313,7 +241,9 @@ TEST(connect_full_backlog_sndtimeo)
     double t0, real_elapsed;
 
     CHECK(l >= 0);
-    c = fill_backlog(&addr);
+    /* fill the accept queue of the backlog-0 listener: one connection is
+     * queued, later SYNs are dropped */
+    c = tcp_connect(&addr);
     CHECK(c >= 0);
 
     /* What libc's own blocking connect does here (main context). */
