@@ -65,7 +65,7 @@ PRELOAD_TESTS := $(patsubst tests/preload/%.c,$(B)/tests/preload/%,$(wildcard te
 SERVER_TESTS := $(patsubst tests/server/%.c,$(B)/tests/server/%,$(wildcard tests/server/test_*.c))
 UNIT_TESTS := $(HUB_TESTS) $(PRELOAD_TESTS) $(SERVER_TESTS)
 
-.PHONY: all help deps test unit asan integration bench bench-switch \
+.PHONY: all help deps test unit asan integration matrix regrtest bench bench-switch \
         bench-parse bench-wsgi bench-memory run fuzz clean
 .DEFAULT_GOAL := all
 
@@ -78,6 +78,8 @@ help:
 	@echo "make unit         the C unit tests of MODE (default release)"
 	@echo "make asan         the C unit tests under AddressSanitizer + UBSan"
 	@echo "make integration  the pytest suite against build/libgreen.so"
+	@echo "make matrix       the pytest suite under every pyenv Python 3.10-3.13"
+	@echo "make regrtest     CPython's regression tests for the interposed calls, under the preload"
 	@echo "make bench-switch ns per green thread switch"
 	@echo "make bench-parse  ns per request head parsed"
 	@echo "make bench-wsgi   req/s against gevent and eventlet (wrk on loopback)"
@@ -161,6 +163,24 @@ test: deps
 
 integration: $(B)/libgreen.so $(PY_SOS) $(TEST_EXTS)
 	LIBGREEN_SO=$(abspath build/libgreen.so) $(PYTHON) -m pytest -q tests/integration
+
+# The pytest suite under every pyenv 3.10-3.13 interpreter found (tests
+# whose client libraries that interpreter lacks skip themselves).
+matrix: all $(TEST_EXTS)
+	@set -e; for py in $(wildcard $(PYENV_ROOT)/versions/3.1[0-3].*/bin/python3); do \
+	    echo "== $$py"; \
+	    LIBGREEN_PYTHON=$$py LIBGREEN_SO=$(abspath build/libgreen.so) \
+	        $(PYTHON) -m pytest -q tests/integration; \
+	done
+
+# CPython's own regression tests for the calls we interpose, run under the
+# preload (no hub: everything must behave exactly as without libgreen).
+# Needs Debian's libpython3.11-testsuite.
+REGRTESTS ?= test_socket test_threading test_subprocess test_select \
+             test_selectors test_time test_signal test_fcntl test_poll \
+             test_epoll test_os test_asyncio test_ssl
+regrtest: all
+	LD_PRELOAD=$(abspath build/libgreen.so) $(PYTHON) -m test -j2 --timeout 300 $(REGRTESTS)
 
 # ---- benchmarks, fuzzing, running -----------------------------------------
 

@@ -60,6 +60,92 @@ static const char srv_py_source[] =
     "        raise\n"
     "    return sock\n";
 
+/* ---- running the hub from the main program ---------------------------- */
+
+/* The main program waiting in libgreen (sleep, GreenThread.wait) runs the
+ * hub with the GIL released. Signals still have to reach Python there
+ * (hard rule 7): a tick re-attaches the caller's thread state every 0.1 s
+ * and runs PyErr_CheckSignals, so Ctrl+C interrupts the wait with
+ * KeyboardInterrupt as it would interrupt time.sleep(). */
+struct srv_main_run {
+    int (*done)(void *);
+    void *arg;
+    PyThreadState *ts;
+    PyObject *exc;       /* raised by a signal handler */
+    int timed_out;
+    ev_timer tick, deadline;
+};
+
+static void srv_main_tick(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct srv_main_run *mr = w->data;
+
+    PyEval_RestoreThread(mr->ts);
+    if (PyErr_CheckSignals() < 0 && !mr->exc)
+        mr->exc = srv_fetch_exc();
+    mr->ts = PyEval_SaveThread();
+}
+
+static void srv_main_deadline(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    ((struct srv_main_run *)w->data)->timed_out = 1;
+}
+
+static int srv_main_done(void *arg)
+{
+    struct srv_main_run *mr = arg;
+
+    return mr->exc || mr->timed_out || (mr->done && mr->done(mr->arg));
+}
+
+/* Runs the hub until done(arg) (NULL: never), timeout seconds (< 0: none)
+ * or a signal handler raises. GIL held on entry and exit. Returns 1 when
+ * done, 0 on timeout, -1 with an exception set (the handler's, or
+ * RuntimeError for a deadlock). */
+static int srv_main_run(int (*done)(void *), void *arg, double timeout)
+{
+    struct srv_main_run mr = {.done = done, .arg = arg};
+    struct hub *hub = G.hub();
+    struct ev_loop *loop;
+    int rc, err;
+
+    if (!hub) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    loop = G.hub_loop(hub);
+    ev_timer_init(&mr.tick, srv_main_tick, 0.1, 0.1);
+    mr.tick.data = &mr;
+    ev_timer_init(&mr.deadline, srv_main_deadline, timeout < 0 ? 0 : timeout, 0.);
+    mr.deadline.data = &mr;
+    mr.ts = PyEval_SaveThread();
+    ev_now_update(loop);
+    ev_timer_start(loop, &mr.tick);
+    ev_unref(loop); /* the tick alone is no reason to wait */
+    if (timeout >= 0)
+        ev_timer_start(loop, &mr.deadline);
+    rc = G.hub_run(srv_main_done, &mr);
+    err = errno;
+    ev_ref(loop);
+    ev_timer_stop(loop, &mr.tick);
+    ev_timer_stop(loop, &mr.deadline);
+    PyEval_RestoreThread(mr.ts);
+    if (mr.exc) {
+        srv_restore_exc(mr.exc);
+        return -1;
+    }
+    if (rc < 0) {
+        if (err == EDEADLK)
+            PyErr_SetString(PyExc_RuntimeError,
+                            "deadlock: every green thread is waiting and "
+                            "nothing can wake them");
+        else
+            PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    return done && done(arg) ? 1 : 0;
+}
+
 /* ---- sleep ------------------------------------------------------------ */
 
 static PyObject *mod_sleep(PyObject *self, PyObject *arg)
@@ -72,6 +158,11 @@ static PyObject *mod_sleep(PyObject *self, PyObject *arg)
     if (s < 0) {
         PyErr_SetString(PyExc_ValueError, "sleep length must be non-negative");
         return NULL;
+    }
+    if (!G.current()) {
+        if (srv_main_run(NULL, NULL, s) < 0)
+            return NULL;
+        Py_RETURN_NONE;
     }
     Py_BEGIN_ALLOW_THREADS
     rc = G.sleep(s);
@@ -192,36 +283,19 @@ static PyObject *srv_gt_wait(PyObject *self, PyObject *args, PyObject *kw)
         if (timeout == -1 && PyErr_Occurred())
             return NULL;
     }
-    if (!gt->done) {
+    if (!gt->done && !G.current()) {
+        if (srv_main_run(srv_gt_is_done, gt, timeout) < 0)
+            return NULL;
+    } else if (!gt->done) {
         Py_BEGIN_ALLOW_THREADS
-        if (G.current()) {
-            double t = timeout;
-            while (!gt->done && rc == 0)
-                rc = G.wq_wait(&gt->waiters, t);
-        } else if (timeout < 0) {
-            rc = G.hub_run(srv_gt_is_done, gt);
-        } else {
-            /* run the hub until done or the time is up */
-            double end = ev_time() + timeout;
-            while (!gt->done && ev_time() < end) {
-                double left = end - ev_time();
-                rc = G.sleep(left < 0.005 ? left : 0.005);
-                if (rc < 0)
-                    break;
-            }
-        }
+        while (!gt->done && rc == 0)
+            rc = G.wq_wait(&gt->waiters, timeout);
         err = errno;
         Py_END_ALLOW_THREADS
+        if (!gt->done && err == EINTR && PyErr_CheckSignals() < 0)
+            return NULL;
     }
     if (!gt->done) {
-        if (rc < 0 && err == EDEADLK) {
-            PyErr_SetString(PyExc_RuntimeError,
-                            "deadlock: every green thread is waiting and "
-                            "nothing can wake them");
-            return NULL;
-        }
-        if (PyErr_CheckSignals() < 0)
-            return NULL;
         PyErr_SetString(PyExc_TimeoutError, "the green thread is still running");
         return NULL;
     }

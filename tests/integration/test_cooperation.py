@@ -224,3 +224,25 @@ def test_getaddrinfo_parks_only_the_caller():
     assert r["res"] in ("127.0.0.1", "::1")
     assert "127.0.0.1" in r["ex"]
     assert r["err"] in (-2, -3, -5)  # EAI_NONAME, EAI_AGAIN, EAI_NODATA
+
+
+def test_ctrl_c_reaches_python_while_the_main_program_waits():
+    r = run("""
+        import json, os, signal, threading, time, libgreen
+        def forever():
+            while True:
+                time.sleep(0.05)
+        g = libgreen.spawn(forever)
+        out = {}
+        for what, call in (("wait", g.wait), ("sleep", lambda: libgreen.sleep(10))):
+            threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+            t0 = time.monotonic()
+            try:
+                call()
+                out[what] = "returned"
+            except KeyboardInterrupt:
+                out[what] = time.monotonic() - t0
+        print(json.dumps(out))
+    """, timeout=30)
+    assert 0.25 <= r["wait"] < 2
+    assert 0.25 <= r["sleep"] < 2
