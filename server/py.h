@@ -61,6 +61,8 @@ struct srv_server {
     struct srv_conn *queue_head, *queue_tail; /* SRV_QUEUED, oldest first */
     int stopping;                /* 0, or the signal that stopped us */
     int accept_paused;
+    int accept_backoff;          /* accept failed for lack of fds: wait */
+    ev_timer accept_retry;
     double stop_deadline;
     PyObject *stop_exc;          /* exception that stopped us, if any */
     PyThreadState *main_ts;      /* the caller's, while the hub runs */

@@ -402,6 +402,14 @@ static void srv_conn_new(struct srv_server *srv, int fd,
     srv_conn_arm_timer(c);
 }
 
+static void srv_accept_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct srv_server *srv = w->data;
+
+    srv->accept_backoff = 0;
+    srv_accept_update(srv);
+}
+
 static void srv_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct srv_server *srv = w->data;
@@ -412,15 +420,21 @@ static void srv_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         int fd = accept4(srv->fd, (struct sockaddr *)&ss, &len,
                          SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+                errno == ENOMEM) {
                 static double last;
                 if (ev_time() - last > 10) {
                     last = ev_time();
                     fprintf(stderr,
-                            "libgreen: out of file descriptors accepting "
-                            "connections (%s); raise 'ulimit -n' or lower "
-                            "max_size\n", strerror(errno));
+                            "libgreen: cannot accept connections (%s); "
+                            "pausing accepts for 0.1 s - raise 'ulimit -n' "
+                            "or lower max_size\n", strerror(errno));
                 }
+                /* The backlog stays readable: without a pause the loop
+                 * would spin on the same failure. */
+                srv->accept_backoff = 1;
+                srv_accept_update(srv);
+                ev_timer_start(srv->loop, &srv->accept_retry);
             }
             return; /* EAGAIN, or retry on the next readiness */
         }
@@ -433,7 +447,8 @@ static void srv_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 /* Accept only while there is room for another request. */
 static void srv_accept_update(struct srv_server *srv)
 {
-    int room = !srv->stopping && srv->active < srv->opt.max_size;
+    int room = !srv->stopping && !srv->accept_backoff &&
+               srv->active < srv->opt.max_size;
 
     if (room && srv->accept_paused) {
         ev_io_start(srv->loop, &srv->accept_w);
@@ -567,6 +582,8 @@ PyObject *srv_serve(struct srv_server *srv)
 
     ev_io_init(&srv->accept_w, srv_accept_cb, srv->fd, EV_READ);
     srv->accept_w.data = srv;
+    ev_timer_init(&srv->accept_retry, srv_accept_retry_cb, 0.1, 0.);
+    srv->accept_retry.data = srv;
     ev_io_start(srv->loop, &srv->accept_w);
     ev_timer_init(&srv->tick, srv_tick_cb, SRV_TICK, SRV_TICK);
     srv->tick.data = srv;
@@ -597,6 +614,7 @@ PyObject *srv_serve(struct srv_server *srv)
     ev_timer_stop(srv->loop, &srv->tick);
     if (!srv->accept_paused)
         ev_io_stop(srv->loop, &srv->accept_w);
+    ev_timer_stop(srv->loop, &srv->accept_retry);
     fcntl(srv->fd, F_SETFL, fl);
 
     if (srv->active)
