@@ -19,26 +19,40 @@
 
 #include "preload/pl.h"
 
-/* Parks until one of fds may be ready or the deadline passes. Returns 0
- * (go and look), 1 (deadline passed) or -1 with errno (EINTR, ENOMEM). */
-static int pl_park_fds(const struct green_pollfd *fds, size_t n, double deadline)
+/* What the hub cannot watch: a pollfd asking for no event (it only
+ * wants POLLERR/POLLHUP/POLLNVAL, which epoll reports but libev does not
+ * take alone), POLLPRI alone, or a select exception set. Such waits look
+ * again at the kernel every PL_UNWATCHED_SLICE seconds instead: a short,
+ * bounded delay, never a spin on readable data nobody asked about. */
+#define PL_UNWATCHED_SLICE 0.05
+
+/* Parks until one of fds may be ready, the deadline passes, or (slice >
+ * 0) slice seconds pass. Returns 0 (go and look), 1 (deadline passed) or
+ * -1 with errno (EINTR, ENOMEM). */
+static int pl_park_fds(const struct green_pollfd *fds, size_t n,
+                       double deadline, double slice)
 {
     double timeout = -1;
+    int sliced = 0;
 
     if (deadline >= 0) {
         timeout = deadline - pl_now();
         if (timeout <= 0)
             return 1;
     }
+    if (slice > 0 && (timeout < 0 || slice < timeout)) {
+        timeout = slice;
+        sliced = 1;
+    }
     if (n == 0) {
         if (green_sleep(timeout < 0 ? 1e9 : timeout) < 0)
             return -1;
-        return deadline >= 0 ? 1 : 0;
+        return deadline >= 0 && !sliced ? 1 : 0;
     }
     if (green_wait_fds(fds, n, timeout) >= 0)
         return 0;
     if (errno == ETIMEDOUT)
-        return 1;
+        return sliced ? 0 : 1;
     if (errno == EBADF)
         return 0; /* closed under us: the kernel will say POLLNVAL/EBADF */
     return -1;
@@ -60,6 +74,7 @@ static int pl_poll_coop(struct pollfd *fds, nfds_t n, double deadline)
     struct green_pollfd local[32], *gp = local;
     size_t m = 0;
     int r, saved = errno;
+    double slice = 0;
 
     if (n > sizeof local / sizeof local[0]) {
         gp = malloc(n * sizeof *gp);
@@ -69,16 +84,20 @@ static int pl_poll_coop(struct pollfd *fds, nfds_t n, double deadline)
         }
     }
     for (nfds_t i = 0; i < n; i++) {
-        int ev = (fds[i].events & (POLLIN | POLLPRI | POLLRDHUP) ? GREEN_READ : 0) |
+        int ev = (fds[i].events & (POLLIN | POLLRDHUP) ? GREEN_READ : 0) |
                  (fds[i].events & POLLOUT ? GREEN_WRITE : 0);
-        if (fds[i].fd >= 0 && ev) {
+        if (fds[i].fd < 0)
+            continue;
+        if (ev) {
             gp[m].fd = fds[i].fd;
             gp[m].events = ev;
             m++;
         }
+        if (!ev || (fds[i].events & POLLPRI))
+            slice = PL_UNWATCHED_SLICE;
     }
     for (;;) {
-        int p = pl_park_fds(gp, m, deadline);
+        int p = pl_park_fds(gp, m, deadline, slice);
         if (p < 0) {
             r = -1;
             break;
@@ -148,6 +167,7 @@ static int pl_select_coop(int nfds, fd_set *r, fd_set *w, fd_set *e,
     struct green_pollfd local[32], *gp = local;
     size_t m = 0, cap = sizeof local / sizeof local[0];
     struct timeval zero = {0, 0};
+    double slice = 0;
     int n, saved = errno;
 
     if (nfds < 0 || nfds > FD_SETSIZE) {
@@ -159,8 +179,9 @@ static int pl_select_coop(int nfds, fd_set *r, fd_set *w, fd_set *e,
     if (e) e0 = *e;
     for (int fd = 0; fd < nfds; fd++) {
         int ev = (r && FD_ISSET(fd, r) ? GREEN_READ : 0) |
-                 (e && FD_ISSET(fd, e) ? GREEN_READ : 0) |
                  (w && FD_ISSET(fd, w) ? GREEN_WRITE : 0);
+        if (e && FD_ISSET(fd, e))
+            slice = PL_UNWATCHED_SLICE; /* urgent data: not the hub's */
         if (!ev)
             continue;
         if (m == cap) {
@@ -182,7 +203,7 @@ static int pl_select_coop(int nfds, fd_set *r, fd_set *w, fd_set *e,
         m++;
     }
     for (;;) {
-        int p = pl_park_fds(gp, m, deadline);
+        int p = pl_park_fds(gp, m, deadline, slice);
         if (p < 0) {
             n = -1;
             break;
@@ -274,7 +295,7 @@ static int pl_epoll_coop(int epfd, struct epoll_event *ev, int max, int timeout)
     int r = REAL(epoll_wait)(epfd, ev, max, 0);
 
     while (r == 0) {
-        int p = pl_park_fds(&one, 1, deadline);
+        int p = pl_park_fds(&one, 1, deadline, 0);
         if (p < 0)
             return -1;
         r = REAL(epoll_wait)(epfd, ev, max, 0);

@@ -451,6 +451,37 @@ TEST(epoll_wait_parks_and_wakes)
     CHECK(close(other[0]) == 0 && close(other[1]) == 0);
 }
 
+/* A pollfd asking for no event still reports the hang-up, promptly. */
+static int hup_pair[2];
+
+static void hup_closer(void *arg)
+{
+    green_sleep(0.1);
+    close(hup_pair[1]);
+}
+
+static void hup_poller(void *arg)
+{
+    double *took = arg, t0 = check_now();
+    struct pollfd p = {hup_pair[0], 0, 0};
+    int r = poll(&p, 1, 2000);
+
+    *took = r == 1 && (p.revents & POLLHUP) ? check_now() - t0 : -1;
+}
+
+TEST(poll_no_events_sees_hangup)
+{
+    double took = -2;
+    struct green *a, *b;
+
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, hup_pair) == 0);
+    a = green_spawn(hup_poller, &took, NULL);
+    b = green_spawn(hup_closer, NULL, NULL);
+    CHECK(green_join(a, -1) == 0 && green_join(b, -1) == 0);
+    CHECK(took >= 0.09 && took < 0.5); /* not the 2 s timeout */
+    close(hup_pair[0]);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -466,5 +497,6 @@ int main(void)
     RUN(select_wakes_on_writable);
     RUN(pselect_timeout_and_wake);
     RUN(epoll_wait_parks_and_wakes);
+    RUN(poll_no_events_sees_hangup);
     return CHECK_DONE();
 }
