@@ -56,7 +56,7 @@ void pl_fd_load_timeouts(int fd, struct pl_fd *e)
     struct timeval tv;
     socklen_t len;
 
-    if (e->flags & PL_TIMEO_KNOWN)
+    if ((e->flags & PL_TIMEO_KNOWN) && !(e->flags & PL_SHARED))
         return;
     e->rcvtimeo_us = e->sndtimeo_us = 0;
     len = sizeof tv;
@@ -145,8 +145,26 @@ void pl_fd_copy(int fd, int fd2)
         return;
     }
     to = pl_slot(fd2, 1);
-    if (to)
+    if (to) {
+        from->flags |= PL_SHARED;
         *to = *from;
+    }
+}
+
+void pl_fd_refresh_view(int fd, struct pl_fd *e)
+{
+    int saved = errno, fl;
+
+    if (e->flags & PL_NB_INTERNAL)
+        return;
+    fl = REAL(fcntl)(fd, F_GETFL);
+    if (fl >= 0) {
+        if (fl & O_NONBLOCK)
+            e->flags |= PL_USER_NB;
+        else
+            e->flags &= (uint8_t)~PL_USER_NB;
+    }
+    errno = saved;
 }
 
 void pl_fd_reset_range(unsigned first, unsigned last)

@@ -28,6 +28,10 @@ enum pl_flag {
     PL_NB_INTERNAL = 1 << 1, /* we set O_NONBLOCK; the caller did not */
     PL_NO_NOWAIT = 1 << 2,   /* preadv2(RWF_NOWAIT) is refused here */
     PL_TIMEO_KNOWN = 1 << 3, /* rcvtimeo/sndtimeo below are valid */
+    PL_SHARED = 1 << 4,      /* another number (dup) names the same open
+                                file: what belongs to the file (O_NONBLOCK,
+                                timeouts) may change through it, so it is
+                                read from the kernel, not remembered */
 };
 
 struct pl_fd {
@@ -60,6 +64,10 @@ PL_HIDDEN void pl_fd_reset_range(unsigned first, unsigned last);
 
 /* Fills in the socket timeouts of e if not yet known (two getsockopt). */
 PL_HIDDEN void pl_fd_load_timeouts(int fd, struct pl_fd *e);
+
+/* For a PL_SHARED fd: re-reads the caller's O_NONBLOCK view from the
+ * kernel (one fcntl). No-op for fds whose flag libgreen set itself. */
+PL_HIDDEN void pl_fd_refresh_view(int fd, struct pl_fd *e);
 
 /* Peek without classifying: the entry if fd was seen, else NULL. */
 PL_HIDDEN struct pl_fd *pl_fd_peek(int fd);

@@ -35,7 +35,11 @@ static inline struct pl_fd *pl_coop(int fd)
     if (pl_likely(!green_current()) || pl_disabled)
         return NULL;
     e = pl_fd_get(fd);
-    if (!e || e->kind == PL_OTHER || (e->flags & PL_USER_NB))
+    if (!e || e->kind == PL_OTHER)
+        return NULL;
+    if (pl_unlikely(e->flags & PL_SHARED))
+        pl_fd_refresh_view(fd, e);
+    if (e->flags & PL_USER_NB)
         return NULL;
     return e;
 }

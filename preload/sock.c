@@ -19,12 +19,41 @@
 
 #include "preload/pl.h"
 
+/* A listening socket that another number (a dup) also names: O_NONBLOCK
+ * on it would show through that number, so it is set only around each
+ * accept4 and put back at once; between tries we park on readability. */
+static int pl_accept_shared(int fd, struct pl_fd *e, struct sockaddr *addr,
+                            socklen_t *alen, int flags)
+{
+    double deadline = -2;
+
+    for (;;) {
+        int fl = REAL(fcntl)(fd, F_GETFL), r, err;
+        if (fl < 0 || REAL(fcntl)(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+            return REAL(accept4)(fd, addr, alen, flags);
+        r = REAL(accept4)(fd, addr, alen, flags);
+        err = errno;
+        REAL(fcntl)(fd, F_SETFL, fl);
+        errno = err;
+        if (r >= 0 || errno != EAGAIN)
+            return r;
+        if (deadline == -2) {
+            pl_fd_load_timeouts(fd, e);
+            deadline = pl_deadline_us(e->rcvtimeo_us);
+        }
+        if (pl_wait(fd, GREEN_READ, deadline) < 0)
+            return -1;
+    }
+}
+
 static int pl_accept_coop(int fd, struct pl_fd *e, struct sockaddr *addr,
                           socklen_t *alen, int flags)
 {
     double deadline = -2;
     int r;
 
+    if (!(e->flags & PL_NB_INTERNAL) && (e->flags & PL_SHARED))
+        return pl_accept_shared(fd, e, addr, alen, flags);
     if (!(e->flags & PL_NB_INTERNAL)) {
         int fl = REAL(fcntl)(fd, F_GETFL);
         if (fl < 0 || REAL(fcntl)(fd, F_SETFL, fl | O_NONBLOCK) < 0)
