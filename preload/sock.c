@@ -19,6 +19,17 @@
 
 #include "preload/pl.h"
 
+/* After an EAGAIN from accept: parks until the listener is readable, or
+ * SO_RCVTIMEO (measured from the first park) runs out: -1/EAGAIN. */
+static int pl_accept_park(int fd, struct pl_fd *e, double *deadline)
+{
+    if (*deadline == -2) {
+        pl_fd_load_timeouts(fd, e);
+        *deadline = pl_deadline_us(e->rcvtimeo_us);
+    }
+    return pl_wait(fd, GREEN_READ, *deadline);
+}
+
 /* A listening socket that another number (a dup) also names: O_NONBLOCK
  * on it would show through that number, so it is set only around each
  * accept4 and put back at once; between tries we park on readability. */
@@ -37,11 +48,7 @@ static int pl_accept_shared(int fd, struct pl_fd *e, struct sockaddr *addr,
         errno = err;
         if (r >= 0 || errno != EAGAIN)
             return r;
-        if (deadline == -2) {
-            pl_fd_load_timeouts(fd, e);
-            deadline = pl_deadline_us(e->rcvtimeo_us);
-        }
-        if (pl_wait(fd, GREEN_READ, deadline) < 0)
+        if (pl_accept_park(fd, e, &deadline) < 0)
             return -1;
     }
 }
@@ -64,11 +71,7 @@ static int pl_accept_coop(int fd, struct pl_fd *e, struct sockaddr *addr,
         r = REAL(accept4)(fd, addr, alen, flags);
         if (r >= 0 || errno != EAGAIN)
             return r;
-        if (deadline == -2) {
-            pl_fd_load_timeouts(fd, e);
-            deadline = pl_deadline_us(e->rcvtimeo_us);
-        }
-        if (pl_wait(fd, GREEN_READ, deadline) < 0)
+        if (pl_accept_park(fd, e, &deadline) < 0)
             return -1;
     }
 }

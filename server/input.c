@@ -184,51 +184,24 @@ static int in_fill(struct srv_input *in)
 
 /* ---- the Python methods ---------------------------------------------- */
 
+/* read(size): exactly size bytes unless the body ends first (like a
+ * buffered file); size < 0 reads to the end. A Content-Length body's
+ * result is allocated once at its final size; a chunked one grows. */
 static PyObject *in_read_n(struct srv_input *in, Py_ssize_t size)
 {
     PyObject *out;
-    char *p;
-    Py_ssize_t got = 0;
+    Py_ssize_t cap, got = 0;
 
     if (!in->c || size == 0)
         return PyBytes_FromStringAndSize(NULL, 0);
-    if (size < 0) {
-        /* Everything: size known for Content-Length, grown for chunked. */
-        Py_ssize_t cap = in->chunked ? 8192 : (Py_ssize_t)(in->remaining);
-        out = PyBytes_FromStringAndSize(NULL, cap);
-        if (!out)
-            return NULL;
-        for (;;) {
-            int r = in_fill(in);
-            size_t a;
-            if (r < 0) {
-                Py_DECREF(out);
-                return NULL;
-            }
-            if (r == 0)
-                break;
-            a = in_avail(in);
-            if (got + (Py_ssize_t)a > cap) {
-                cap = (got + (Py_ssize_t)a) * 2;
-                if (_PyBytes_Resize(&out, cap) < 0)
-                    return NULL;
-            }
-            memcpy(PyBytes_AS_STRING(out) + got, in->c->buf + in->c->off, a);
-            got += (Py_ssize_t)a;
-            in_consume(in, a);
-        }
-        if (got != cap && _PyBytes_Resize(&out, got) < 0)
-            return NULL;
-        return out;
-    }
+    if (size < 0)
+        size = PY_SSIZE_T_MAX;
     if (!in->chunked && (uint64_t)size > in->remaining)
         size = (Py_ssize_t)in->remaining;
-    out = PyBytes_FromStringAndSize(NULL, size);
+    cap = in->chunked && size > 8192 ? 8192 : size;
+    out = PyBytes_FromStringAndSize(NULL, cap);
     if (!out)
         return NULL;
-    p = PyBytes_AS_STRING(out);
-    /* Like a socket file: return once some bytes are there, but keep
-     * going while the buffer can still satisfy more of the request. */
     while (got < size) {
         int r = in_fill(in);
         size_t a;
@@ -241,11 +214,16 @@ static PyObject *in_read_n(struct srv_input *in, Py_ssize_t size)
         a = in_avail(in);
         if ((Py_ssize_t)a > size - got)
             a = (size_t)(size - got);
-        memcpy(p + got, in->c->buf + in->c->off, a);
+        if (got + (Py_ssize_t)a > cap) {
+            cap = (got + (Py_ssize_t)a) > size / 2 ? size : (got + (Py_ssize_t)a) * 2;
+            if (_PyBytes_Resize(&out, cap) < 0)
+                return NULL;
+        }
+        memcpy(PyBytes_AS_STRING(out) + got, in->c->buf + in->c->off, a);
         got += (Py_ssize_t)a;
         in_consume(in, a);
     }
-    if (got != size && _PyBytes_Resize(&out, got) < 0)
+    if (got != cap && _PyBytes_Resize(&out, got) < 0)
         return NULL;
     return out;
 }
