@@ -37,7 +37,7 @@ PRELOAD_SRCS := preload/real.c preload/fdtab.c preload/io.c preload/sock.c \
                 preload/child.c
 PARSER_SRCS := server/http_parse.c
 BOOT_SRCS := server/boot.c
-PYSERVER_SRCS := server/module.c server/serve.c server/request.c \
+PYSERVER_SRCS := server/module.c server/serve.c server/request.c server/environ.c server/response.c \
                  server/input.c server/filewrapper.c server/log.c \
                  server/compat.c server/tstate.c server/http_parse.c
 

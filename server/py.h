@@ -98,6 +98,8 @@ struct srv_conn {
 SRV_HIDDEN PyObject *srv_serve(struct srv_server *srv);
 SRV_HIDDEN void srv_conn_close(struct srv_conn *c);
 SRV_HIDDEN void srv_conn_resume(struct srv_conn *c);
+/* A request's green thread is done with its connection's slot. */
+SRV_HIDDEN void srv_request_done(struct srv_server *srv);
 SRV_HIDDEN int srv_conn_fill(struct srv_conn *c, double timeout);
 SRV_HIDDEN int srv_send_all(struct srv_conn *c, struct iovec *iov, int cnt,
                             double timeout);
@@ -109,9 +111,16 @@ SRV_HIDDEN int srv_wait(int fd, int events, double timeout);
 
 /* request.c */
 SRV_HIDDEN void srv_request_green(void *arg);
-SRV_HIDDEN int srv_request_types_init(PyObject *module);
-SRV_HIDDEN int srv_environ_init(void);
 SRV_HIDDEN void srv_print_exc(void);
+
+/* environ.c */
+SRV_HIDDEN int srv_environ_init(void);
+SRV_HIDDEN PyObject *srv_build_environ(struct srv_conn *c,
+                                       const struct srv_request *req,
+                                       PyObject *input);
+
+/* response.c (the response object itself: server/response.h) */
+SRV_HIDDEN int srv_request_types_init(PyObject *module);
 
 /* input.c */
 SRV_HIDDEN extern PyTypeObject srv_input_type;

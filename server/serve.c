@@ -460,7 +460,6 @@ static void srv_accept_update(struct srv_server *srv)
 }
 
 /* Called by a request's green thread when it is done. */
-SRV_HIDDEN void srv_request_done(struct srv_server *srv);
 void srv_request_done(struct srv_server *srv)
 {
     srv->active--;

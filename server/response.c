@@ -1,0 +1,600 @@
+/* server/response.c - the response of one request: start_response,
+ * write(), and the status line, headers and body on the wire.
+ *
+ * Response framing: the head is held back until the first non-empty body
+ * chunk (so an app that fails before producing anything still gets a
+ * clean 500), then sent with that chunk in one writev. With no
+ * Content-Length from the app, a single-item list gets one computed; else
+ * HTTP/1.1 responses are chunked and HTTP/1.0 ones end by closing. A body
+ * that does not match its Content-Length, or an error after the head was
+ * sent, closes the connection: never a short body passed off as whole.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+
+#include "server/py.h"
+#include "server/response.h"
+
+/* ---- the response ----------------------------------------------------- */
+
+static int srv_token_char(unsigned char ch)
+{
+    static const char *sep = "()<>@,;:\\\"/[]?={} \t";
+    return ch > 32 && ch < 127 && !strchr(sep, ch);
+}
+
+/* Latin-1 bytes of a str, or NULL with ValueError naming what. */
+static const char *srv_str_bytes(PyObject *s, Py_ssize_t *len, const char *what)
+{
+    if (!PyUnicode_Check(s)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a str, not %.100s", what,
+                     Py_TYPE(s)->tp_name);
+        return NULL;
+    }
+    if (PyUnicode_KIND(s) != PyUnicode_1BYTE_KIND) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s %R has characters outside latin-1", what, s);
+        return NULL;
+    }
+    *len = PyUnicode_GET_LENGTH(s);
+    return (const char *)PyUnicode_1BYTE_DATA(s);
+}
+
+static int srv_check_headers(struct srv_resp *r, PyObject *status, PyObject *headers)
+{
+    Py_ssize_t n, slen;
+    const char *s = srv_str_bytes(status, &slen, "the status");
+
+    if (!s)
+        return -1;
+    if (slen < 4 || s[3] != ' ' || s[0] < '1' || s[0] > '5' || s[1] < '0' ||
+        s[1] > '9' || s[2] < '0' || s[2] > '9') {
+        PyErr_Format(PyExc_ValueError,
+                     "the status must be a 3-digit code, a space and a "
+                     "reason phrase, like '200 OK' (got %R)", status);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < slen; i++)
+        if ((unsigned char)s[i] < 32 || s[i] == 127) {
+            PyErr_Format(PyExc_ValueError,
+                         "the status %R holds a control character", status);
+            return -1;
+        }
+    if (!PyList_Check(headers)) {
+        PyErr_Format(PyExc_TypeError,
+                     "response headers must be a list of (name, value) "
+                     "tuples, not %.100s", Py_TYPE(headers)->tp_name);
+        return -1;
+    }
+    r->content_length = -1;
+    r->app_cl = 0;
+    r->close_after = 0;
+    n = PyList_GET_SIZE(headers);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *t = PyList_GET_ITEM(headers, i);
+        const char *name, *val;
+        Py_ssize_t nl, vl;
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 2) {
+            PyErr_Format(PyExc_TypeError,
+                         "response header %zd must be a (name, value) tuple, "
+                         "not %R", i, t);
+            return -1;
+        }
+        name = srv_str_bytes(PyTuple_GET_ITEM(t, 0), &nl, "a header name");
+        if (!name)
+            return -1;
+        val = srv_str_bytes(PyTuple_GET_ITEM(t, 1), &vl, "a header value");
+        if (!val)
+            return -1;
+        if (nl == 0) {
+            PyErr_SetString(PyExc_ValueError, "a response header name is empty");
+            return -1;
+        }
+        for (Py_ssize_t j = 0; j < nl; j++)
+            if (!srv_token_char((unsigned char)name[j])) {
+                PyErr_Format(PyExc_ValueError,
+                             "response header name %R is not a valid token",
+                             PyTuple_GET_ITEM(t, 0));
+                return -1;
+            }
+        for (Py_ssize_t j = 0; j < vl; j++) {
+            unsigned char ch = (unsigned char)val[j];
+            if ((ch < 32 && ch != '\t') || ch == 127) {
+                PyErr_Format(PyExc_ValueError,
+                             "response header %R has a control character "
+                             "(CR, LF, NUL...) in its value: refusing to send "
+                             "it", PyTuple_GET_ITEM(t, 0));
+                return -1;
+            }
+        }
+        if (nl == 14 && strncasecmp(name, "Content-Length", 14) == 0) {
+            char tmp[32];
+            char *end;
+            long long v;
+            if (vl == 0 || vl >= (Py_ssize_t)sizeof tmp) goto bad_cl;
+            memcpy(tmp, val, (size_t)vl);
+            tmp[vl] = 0;
+            errno = 0;
+            v = strtoll(tmp, &end, 10);
+            if (errno || *end || v < 0 || tmp[0] < '0' || tmp[0] > '9')
+                goto bad_cl;
+            r->content_length = v;
+            r->app_cl = 1;
+        } else if (nl == 10 && strncasecmp(name, "Connection", 10) == 0) {
+            if (vl == 5 && strncasecmp(val, "close", 5) == 0)
+                r->close_after = 1;
+        } else if ((nl == 17 && strncasecmp(name, "Transfer-Encoding", 17) == 0) ||
+                   (nl == 10 && strncasecmp(name, "Keep-Alive", 10) == 0) ||
+                   (nl == 7 && strncasecmp(name, "Upgrade", 7) == 0) ||
+                   (nl == 2 && strncasecmp(name, "TE", 2) == 0) ||
+                   (nl == 7 && strncasecmp(name, "Trailer", 7) == 0)) {
+            PyErr_Format(PyExc_ValueError,
+                         "response header %R is hop-by-hop: a WSGI app may "
+                         "not set it (PEP 3333); the server frames the "
+                         "response itself", PyTuple_GET_ITEM(t, 0));
+            return -1;
+        }
+        continue;
+    bad_cl:
+        PyErr_Format(PyExc_ValueError,
+                     "response Content-Length %R is not a non-negative integer",
+                     PyTuple_GET_ITEM(t, 1));
+        return -1;
+    }
+    r->code = (s[0] - '0') * 100 + (s[1] - '0') * 10 + (s[2] - '0');
+    return 0;
+}
+
+static PyObject *srv_start_response(PyObject *self, PyObject *const *args,
+                                    Py_ssize_t nargs)
+{
+    struct srv_resp *r = (struct srv_resp *)self;
+    PyObject *exc_info = nargs > 2 ? args[2] : Py_None;
+    int saved_close = r->close_after, saved_code = r->code;
+    int64_t saved_cl = r->content_length;
+
+    if (nargs < 2 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError,
+                        "start_response(status, headers, exc_info=None)");
+        return NULL;
+    }
+    if (exc_info != Py_None) {
+        if (!PyTuple_Check(exc_info) || PyTuple_GET_SIZE(exc_info) != 3) {
+            PyErr_SetString(PyExc_TypeError,
+                            "exc_info must be a (type, value, traceback) tuple");
+            return NULL;
+        }
+        if (r->head_sent) {
+            /* Too late to change the response: re-raise (PEP 3333). */
+            PyObject *t = PyTuple_GET_ITEM(exc_info, 0),
+                     *v = PyTuple_GET_ITEM(exc_info, 1),
+                     *tb = PyTuple_GET_ITEM(exc_info, 2);
+            PyErr_Restore(Py_NewRef(t), Py_NewRef(v),
+                          tb == Py_None ? NULL : Py_NewRef(tb));
+            return NULL;
+        }
+    } else if (r->started) {
+        PyErr_SetString(PyExc_AssertionError,
+                        "start_response was already called: call it again "
+                        "only with exc_info, to replace the response after "
+                        "an error");
+        return NULL;
+    }
+    if (srv_check_headers(r, args[0], args[1]) < 0) {
+        r->close_after = saved_close;
+        r->code = saved_code;
+        r->content_length = saved_cl;
+        return NULL;
+    }
+    Py_XSETREF(r->status, Py_NewRef(args[0]));
+    Py_XSETREF(r->headers, Py_NewRef(args[1]));
+    r->started = 1;
+    return PyObject_GetAttrString(self, "write");
+}
+
+/* Growable byte buffer for the response head. */
+struct srv_buf {
+    char *p;
+    size_t len, cap;
+    char local[2048];
+};
+
+static int srv_buf_add(struct srv_buf *b, const char *s, size_t n)
+{
+    if (b->len + n > b->cap) {
+        size_t cap = (b->len + n) * 2;
+        char *p = PyMem_Malloc(cap);
+        if (!p) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        memcpy(p, b->p, b->len);
+        if (b->p != b->local)
+            PyMem_Free(b->p);
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    return 0;
+}
+
+#define SRV_ADD(b, lit) srv_buf_add((b), (lit), sizeof(lit) - 1)
+
+/* Sends the head (and first body bytes, if any). body may be NULL. */
+static int srv_send_head(struct srv_resp *r, const char *body, size_t blen,
+                         int final)
+{
+    struct srv_conn *c = r->c;
+    const struct srv_request *req = r->req;
+    struct srv_buf b = {.len = 0, .cap = sizeof b.local};
+    Py_ssize_t n = PyList_GET_SIZE(r->headers), slen;
+    const char *status = srv_str_bytes(r->status, &slen, "the status");
+    int has_date = 0, has_server = 0, rc;
+    char tmp[128];
+    struct iovec iov[4];
+    int cnt = 0;
+
+    b.p = b.local;
+    if (!status)
+        return -1;
+    r->no_body = (req->method_len == 4 && memcmp(req->method, "HEAD", 4) == 0) ||
+                 r->code < 200 || r->code == 204 || r->code == 304;
+    if (r->content_length < 0 && final && r->code >= 200 && r->code != 204 &&
+        r->code != 304)
+        r->content_length = (int64_t)blen; /* the whole body is known */
+    if (r->content_length < 0 && r->code >= 200 && r->code != 204 &&
+        r->code != 304) {
+        if (req->minor >= 1)
+            r->chunked = 1;
+        else
+            r->close_after = 1; /* HTTP/1.0: the end of the body is the close */
+    }
+    if (!req->keep_alive || c->srv->stopping || c->srv->opt.keepalive <= 0)
+        r->close_after = 1;
+    rc = req->minor ? SRV_ADD(&b, "HTTP/1.1 ") : SRV_ADD(&b, "HTTP/1.0 ");
+    if (rc < 0 || srv_buf_add(&b, status, (size_t)slen) < 0 || SRV_ADD(&b, "\r\n") < 0)
+        goto error;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *t = PyList_GET_ITEM(r->headers, i);
+        Py_ssize_t nl, vl;
+        const char *name = srv_str_bytes(PyTuple_GET_ITEM(t, 0), &nl, "a header name");
+        const char *val = srv_str_bytes(PyTuple_GET_ITEM(t, 1), &vl, "a header value");
+        if (!name || !val)
+            goto error;
+        if (nl == 4 && strncasecmp(name, "Date", 4) == 0)
+            has_date = 1;
+        else if (nl == 6 && strncasecmp(name, "Server", 6) == 0)
+            has_server = 1;
+        else if (nl == 10 && strncasecmp(name, "Connection", 10) == 0)
+            continue; /* we say it ourselves, once */
+        if (srv_buf_add(&b, name, (size_t)nl) < 0 || SRV_ADD(&b, ": ") < 0 ||
+            srv_buf_add(&b, val, (size_t)vl) < 0 || SRV_ADD(&b, "\r\n") < 0)
+            goto error;
+    }
+    if (!has_date) {
+        if (SRV_ADD(&b, "Date: ") < 0 ||
+            srv_buf_add(&b, srv_http_date(), strlen(srv_http_date())) < 0 ||
+            SRV_ADD(&b, "\r\n") < 0)
+            goto error;
+    }
+    if (!has_server && SRV_ADD(&b, "Server: libgreen\r\n") < 0)
+        goto error;
+    if (!r->app_cl && r->content_length >= 0 && r->code >= 200 &&
+        r->code != 204 && r->code != 304) {
+        int k = snprintf(tmp, sizeof tmp, "Content-Length: %lld\r\n",
+                         (long long)r->content_length);
+        if (srv_buf_add(&b, tmp, (size_t)k) < 0)
+            goto error;
+    }
+    if (r->chunked && SRV_ADD(&b, "Transfer-Encoding: chunked\r\n") < 0)
+        goto error;
+    if (r->close_after ? SRV_ADD(&b, "Connection: close\r\n\r\n") < 0
+                       : (req->minor == 0 ? SRV_ADD(&b, "Connection: keep-alive\r\n\r\n")
+                                          : SRV_ADD(&b, "\r\n")) < 0)
+        goto error;
+    iov[cnt].iov_base = b.p;
+    iov[cnt++].iov_len = b.len;
+    if (r->no_body)
+        blen = 0;
+    if (blen) {
+        if (r->chunked) {
+            int k = snprintf(tmp, sizeof tmp, "%zx\r\n", blen);
+            iov[cnt].iov_base = tmp;
+            iov[cnt++].iov_len = (size_t)k;
+        }
+        iov[cnt].iov_base = (void *)body;
+        iov[cnt++].iov_len = blen;
+        if (r->chunked) {
+            iov[cnt].iov_base = (void *)"\r\n";
+            iov[cnt++].iov_len = 2;
+        }
+    }
+    r->head_sent = 1;
+    rc = srv_send_all(c, iov, cnt, c->srv->opt.body_timeout);
+    if (b.p != b.local)
+        PyMem_Free(b.p);
+    if (rc < 0) {
+        r->failed = 1;
+        return -1;
+    }
+    r->body_sent += blen;
+    return 0;
+
+error:
+    if (b.p != b.local)
+        PyMem_Free(b.p);
+    return -1;
+}
+
+/* One body chunk after the head. Returns 0, or -1 when the connection
+ * broke (r->failed, no exception) or on a Python error. */
+static int srv_send_body(struct srv_resp *r, const char *p, size_t n)
+{
+    struct iovec iov[3];
+    char tmp[32];
+    int cnt = 0;
+
+    if (n == 0 || r->no_body)
+        return 0;
+    if (r->content_length >= 0 && r->body_sent + n > (uint64_t)r->content_length) {
+        fprintf(stderr, "libgreen: the app sent more than its Content-Length "
+                "(%lld bytes); the extra bytes were dropped and the "
+                "connection closed\n", (long long)r->content_length);
+        n = (size_t)((uint64_t)r->content_length - r->body_sent);
+        r->close_after = 1;
+        if (n == 0)
+            return 0;
+    }
+    if (r->chunked) {
+        int k = snprintf(tmp, sizeof tmp, "%zx\r\n", n);
+        iov[cnt].iov_base = tmp;
+        iov[cnt++].iov_len = (size_t)k;
+    }
+    iov[cnt].iov_base = (void *)p;
+    iov[cnt++].iov_len = n;
+    if (r->chunked) {
+        iov[cnt].iov_base = (void *)"\r\n";
+        iov[cnt++].iov_len = 2;
+    }
+    if (srv_send_all(r->c, iov, cnt, r->c->srv->opt.body_timeout) < 0) {
+        r->failed = 1;
+        return -1;
+    }
+    r->body_sent += n;
+    return 0;
+}
+
+static int srv_write_bytes(struct srv_resp *r, PyObject *data, int final)
+{
+    char *p;
+    Py_ssize_t n;
+
+    if (PyBytes_AsStringAndSize(data, &p, &n) < 0) {
+        PyErr_Format(PyExc_TypeError,
+                     "the response body must yield bytes, not %.100s",
+                     Py_TYPE(data)->tp_name);
+        return -1;
+    }
+    if (!r->started) {
+        PyErr_SetString(PyExc_AssertionError,
+                        "the app produced body bytes before calling "
+                        "start_response");
+        return -1;
+    }
+    if (!r->head_sent) {
+        if (n == 0 && !final)
+            return 0; /* hold the head until there is something to send */
+        return srv_send_head(r, p, (size_t)n, final);
+    }
+    return srv_send_body(r, p, (size_t)n);
+}
+
+/* write(data): the legacy imperative API of PEP 3333. */
+static PyObject *srv_resp_write(PyObject *self, PyObject *data)
+{
+    struct srv_resp *r = (struct srv_resp *)self;
+
+    if (!r->c) {
+        PyErr_SetString(PyExc_RuntimeError, "write() after the response ended");
+        return NULL;
+    }
+    if (!PyBytes_Check(data)) {
+        PyErr_Format(PyExc_TypeError, "write() takes bytes, not %.100s",
+                     Py_TYPE(data)->tp_name);
+        return NULL;
+    }
+    if (!r->head_sent && PyBytes_GET_SIZE(data) == 0)
+        Py_RETURN_NONE;
+    if (srv_write_bytes(r, data, 0) < 0) {
+        if (r->failed && !PyErr_Occurred())
+            PyErr_SetString(PyExc_OSError, "client disconnected");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static void srv_resp_dealloc(PyObject *self)
+{
+    struct srv_resp *r = (struct srv_resp *)self;
+
+    Py_XDECREF(r->status);
+    Py_XDECREF(r->headers);
+    Py_TYPE(self)->tp_free(self);
+}
+
+static PyMethodDef srv_resp_methods[] = {
+    {"start_response", (PyCFunction)(void (*)(void))srv_start_response,
+     METH_FASTCALL, "start_response(status, headers, exc_info=None)"},
+    {"write", srv_resp_write, METH_O, "write(data): send body bytes now"},
+    {NULL, NULL, 0, NULL},
+};
+
+PyTypeObject srv_resp_type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "libgreen.wsgi.Response",
+    .tp_basicsize = sizeof(struct srv_resp),
+    .tp_dealloc = srv_resp_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_methods = srv_resp_methods,
+};
+
+int srv_request_types_init(PyObject *module)
+{
+    if (PyType_Ready(&srv_resp_type) < 0 || PyType_Ready(&srv_input_type) < 0 ||
+        PyType_Ready(&srv_filewrapper_type) < 0)
+        return -1;
+    return 0;
+}
+
+/* ---- the app's result ------------------------------------------------ */
+
+/* Calls result.close() if it has one; keeps a pending exception. */
+void srv_close_result(PyObject *result)
+{
+    PyObject *exc = PyErr_Occurred() ? srv_fetch_exc() : NULL;
+    PyObject *close = PyObject_GetAttrString(result, "close");
+
+    if (close) {
+        PyObject *r = PyObject_CallNoArgs(close);
+        Py_DECREF(close);
+        if (r)
+            Py_DECREF(r);
+        else if (exc)
+            PyErr_Clear(); /* the first error is the one to report */
+        else
+            exc = srv_fetch_exc();
+    } else {
+        PyErr_Clear();
+    }
+    if (exc)
+        srv_restore_exc(exc);
+}
+
+/* wsgi.file_wrapper over a regular file: the head, then sendfile(2)
+ * straight from the page cache. Returns 1 if it handled the response, 0
+ * if the file is not a plain file (iterate it instead), -1 on error. */
+static int srv_sendfile(struct srv_resp *r, struct srv_filewrapper *fw)
+{
+    struct srv_conn *c = r->c;
+    PyObject *res;
+    struct stat st;
+    long long pos;
+    int fd;
+    off_t off;
+    uint64_t left;
+
+    res = PyObject_CallMethod(fw->filelike, "fileno", NULL);
+    if (!res) {
+        PyErr_Clear();
+        return 0;
+    }
+    fd = (int)PyLong_AsLong(res);
+    Py_DECREF(res);
+    /* Size 0 is no proof of emptiness: /proc and /sys files say 0 and
+     * have content, which only read() produces. Iterate those. */
+    if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size == 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    res = PyObject_CallMethod(fw->filelike, "tell", NULL);
+    if (!res) {
+        PyErr_Clear();
+        pos = 0;
+    } else {
+        pos = PyLong_AsLongLong(res);
+        Py_DECREF(res);
+        if (pos < 0) {
+            PyErr_Clear();
+            return 0;
+        }
+    }
+    left = st.st_size > pos ? (uint64_t)(st.st_size - pos) : 0;
+    if (r->content_length >= 0 && (uint64_t)r->content_length < left)
+        left = (uint64_t)r->content_length;
+    if (r->content_length < 0)
+        r->content_length = (int64_t)left;
+    if (srv_send_head(r, NULL, 0, 0) < 0)
+        return -1;
+    if (r->no_body)
+        return 1;
+    off = (off_t)pos;
+    while (left) {
+        ssize_t n;
+        Py_BEGIN_ALLOW_THREADS
+        n = sendfile(c->fd, fd, &off, left > (1 << 30) ? (1 << 30) : left);
+        Py_END_ALLOW_THREADS
+        if (n > 0) {
+            left -= (uint64_t)n;
+            r->body_sent += (uint64_t)n;
+            continue;
+        }
+        if (n == 0) {
+            r->close_after = 1; /* the file shrank under us */
+            break;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN || srv_wait(c->fd, GREEN_WRITE,
+                                        c->srv->opt.body_timeout) < 0) {
+            r->failed = 1;
+            return -1;
+        }
+    }
+    return 1;
+}
+
+/* Iterates the app's result and writes the response. Returns 0, or -1
+ * with an exception (or with r->failed and none: the client left). */
+int srv_send_result(struct srv_resp *r, PyObject *result)
+{
+    PyObject *it, *item;
+
+    if ((PyList_CheckExact(result) || PyTuple_CheckExact(result)) &&
+        PySequence_Fast_GET_SIZE(result) == 1) {
+        item = PySequence_Fast_GET_ITEM(result, 0);
+        if (!PyBytes_Check(item)) {
+            PyErr_Format(PyExc_TypeError,
+                         "the response body must yield bytes, not %.100s",
+                         Py_TYPE(item)->tp_name);
+            return -1;
+        }
+        return srv_write_bytes(r, item, !r->head_sent);
+    }
+    if (Py_IS_TYPE(result, &srv_filewrapper_type) && r->started && !r->head_sent) {
+        int rc = srv_sendfile(r, (struct srv_filewrapper *)result);
+        if (rc != 0)
+            return rc < 0 ? -1 : 0;
+    }
+    it = PyObject_GetIter(result);
+    if (!it)
+        return -1;
+    while ((item = PyIter_Next(it))) {
+        int rc = srv_write_bytes(r, item, 0);
+        Py_DECREF(item);
+        if (rc < 0) {
+            Py_DECREF(it);
+            return -1;
+        }
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred())
+        return -1;
+    if (!r->started) {
+        PyErr_SetString(PyExc_AssertionError,
+                        "the app returned without calling start_response");
+        return -1;
+    }
+    if (!r->head_sent) {
+        PyObject *empty = PyBytes_FromStringAndSize(NULL, 0);
+        int rc = srv_write_bytes(r, empty, 1);
+        Py_DECREF(empty);
+        return rc;
+    }
+    return 0;
+}

@@ -1,0 +1,33 @@
+/* server/response.h - the response object, shared by response.c, which
+ * gives it start_response and write() and puts it on the wire, and
+ * request.c, which makes one per request and reads how it ended.
+ */
+#ifndef LIBGREEN_SERVER_RESPONSE_H
+#define LIBGREEN_SERVER_RESPONSE_H
+
+#include "server/py.h"
+
+struct srv_resp {
+    PyObject_HEAD
+    struct srv_conn *c;         /* NULL once the request is over */
+    const struct srv_request *req;
+    PyObject *status;           /* str, from start_response */
+    PyObject *headers;          /* list */
+    int started;                /* start_response was called */
+    int head_sent;
+    int chunked;                /* we frame the body as chunks */
+    int close_after;            /* Connection: close, or framing needs it */
+    int no_body;                /* HEAD, 1xx, 204, 304 */
+    int failed;                 /* the connection is broken */
+    int code;
+    int64_t content_length;     /* from the app or computed, -1 if none */
+    int app_cl;                 /* the app's headers carry Content-Length */
+    uint64_t body_sent;         /* body bytes (excluding framing) */
+};
+
+/* The libgreen.wsgi.Response type; request.c makes the objects. */
+SRV_HIDDEN extern PyTypeObject srv_resp_type;
+SRV_HIDDEN int srv_send_result(struct srv_resp *r, PyObject *result);
+SRV_HIDDEN void srv_close_result(PyObject *result);
+
+#endif
