@@ -246,3 +246,31 @@ def test_ctrl_c_reaches_python_while_the_main_program_waits():
     """, timeout=30)
     assert 0.25 <= r["wait"] < 2
     assert 0.25 <= r["sleep"] < 2
+
+
+def test_fork_from_a_green_thread_gives_the_child_a_fresh_hub():
+    r = run("""
+        import json, os, time, libgreen
+        def forker():
+            pid = os.fork()
+            if pid == 0:
+                # Only the forking context survives (hard rule 6); a new hub
+                # serves the child's own green threads.
+                try:
+                    g = libgreen.spawn(lambda: (time.sleep(0.05), "child")[1])
+                    os._exit(0 if g.wait(timeout=5) == "child" else 3)
+                except BaseException:
+                    os._exit(4)
+            _, status = os.waitpid(pid, 0)
+            return os.waitstatus_to_exitcode(status)
+        ticks = []
+        def ticker():
+            for _ in range(5):
+                ticks.append(1)
+                time.sleep(0.02)
+        t = libgreen.spawn(ticker)
+        child = libgreen.spawn(forker).wait(timeout=10)
+        t.wait()
+        print(json.dumps({"child": child, "ticks": len(ticks)}))
+    """)
+    assert r == {"child": 0, "ticks": 5}
