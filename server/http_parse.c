@@ -38,7 +38,8 @@
  *    form one list). Final coding not chunked, or chunked twice: 400
  *    (RFC 9112 §6.3). Otherwise a coding we do not implement (gzip, ...):
  *    501. Together with Content-Length, or in an HTTP/1.0 request: 400.
- *  - Host: missing in HTTP/1.1 or present twice: 400.
+ *  - Host: missing in HTTP/1.1, present twice, or not uri-host [":" port]
+ *    (RFC 9112 3.2): 400.
  *  - Limits: request line > max_request_line: 414; a field line >
  *    max_header_size, more than max_headers fields (or more than the
  *    caller's array holds), a head > max_head_size: 431.
@@ -207,6 +208,59 @@ static int fail(struct srv_request *req, size_t cap, int status, const char *why
         }                                                                   \
     } while (0)
 
+/* RFC 9112 3.2: a Host that is not uri-host [ ":" port ] gets 400. The
+ * host is an IP-literal ("[" IPv6 or IPvFuture "]") or a reg-name of
+ * unreserved, pct-encoded and sub-delims characters (an IPv4 address is a
+ * reg-name too); the port is digits only, at most 5 of them. Empty is
+ * allowed (a target without authority). */
+static int host_hex(unsigned char ch)
+{
+    return (ch >= '0' && ch <= '9') || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'f');
+}
+
+/* unreserved / sub-delims, ASCII only whatever the locale */
+static int host_char(unsigned char ch)
+{
+    return (ch >= '0' && ch <= '9') || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z') ||
+           (ch && strchr("-._~!$&'()*+,;=", ch));
+}
+
+static int valid_host(const char *v, size_t len)
+{
+    size_t i = 0;
+
+    if (len && v[0] == '[') {
+        for (i = 1; i < len && v[i] != ']'; i++) {
+            unsigned char ch = (unsigned char)v[i];
+            if (!(host_char(ch) || ch == ':'))
+                return 0;
+        }
+        if (i == len || i == 1)
+            return 0; /* no closing bracket, or nothing inside */
+        i++;
+    } else {
+        for (; i < len && v[i] != ':'; i++) {
+            unsigned char ch = (unsigned char)v[i];
+            if (ch == '%') {
+                if (i + 2 >= len || !host_hex((unsigned char)v[i + 1]) ||
+                    !host_hex((unsigned char)v[i + 2]))
+                    return 0;
+                i += 2;
+            } else if (!host_char(ch)) {
+                return 0;
+            }
+        }
+    }
+    if (i == len)
+        return 1;
+    if (v[i] != ':' || len - i - 1 > 5)
+        return 0;
+    for (i++; i < len; i++)
+        if (v[i] < '0' || v[i] > '9')
+            return 0;
+    return 1;
+}
+
 /* Interprets the fields that matter for framing and connection handling.
  * Returns 0, or the status of the error with *why set. */
 static int semantic_field(struct head_state *hs, const struct srv_request *req,
@@ -215,9 +269,15 @@ static int semantic_field(struct head_state *hs, const struct srv_request *req,
 {
     switch (nlen) {
     case 4:
-        if (EQ_CI(n, nlen, "host") && ++hs->host_count > 1) {
-            *why = "more than one Host";
-            return 400;
+        if (EQ_CI(n, nlen, "host")) {
+            if (++hs->host_count > 1) {
+                *why = "more than one Host";
+                return 400;
+            }
+            if (!valid_host(v, vlen)) {
+                *why = "invalid Host";
+                return 400;
+            }
         }
         break;
     case 6:

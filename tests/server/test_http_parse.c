@@ -1214,6 +1214,31 @@ TEST(chunked_after_head)
     CHECK(eqs(R.target, R.target_len, "/next"));
 }
 
+/* RFC 9112 3.2: Host must be uri-host [":" port]; anything else is 400. */
+TEST(host_values)
+{
+    static const char *good[] = {
+        "", "example.com", "example.com:8080", "127.0.0.1", "127.0.0.1:80",
+        "[::1]", "[::1]:8000", "[v1.fe80::a+en1]", "a_b.example", "xn--bcher-kva.example",
+        "%41%42.example", "example.com:", "host:65535",
+    };
+    static const char *bad[] = {
+        "a b", "a/b", "a@b", "[::1", "[]", "x:99999999", "x:8a", "a?b", "a#b",
+        "%4", "%zz.example", "\"q\"", "h\xc3\xa9llo", "[::1]x", "a:1:2",
+    };
+    char buf[256];
+
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        snprintf(buf, sizeof buf, "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", good[i]);
+        OK(buf);
+    }
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(buf, sizeof buf, "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", bad[i]);
+        ERRS(buf, 400);
+        CHECK(strcmp(R.error, "invalid Host") == 0);
+    }
+}
+
 int main(void)
 {
     RUN(simple_get);
@@ -1256,5 +1281,6 @@ int main(void)
     RUN(chunked_trailers_refused);
     RUN(chunked_limits);
     RUN(chunked_after_head);
+    RUN(host_values);
     return CHECK_DONE();
 }
