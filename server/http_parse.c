@@ -21,7 +21,7 @@
  *  - obs-fold (a field line starting with SP/HTAB), whitespace between a
  *    field name and its colon, empty or non-token field names: 400.
  *  - Request line: method must be a token, exactly one SP between parts, the
- *    target non-empty without SP/CTL/DEL (bytes >= 0x80 are accepted), the
+ *    target non-empty without SP/CTL/DEL or '#' (bytes >= 0x80 are accepted), the
  *    version exactly "HTTP/1.0" or "HTTP/1.1". A well-formed
  *    "HTTP/<d>.<d>" of another version is 505; anything else is 400. The
  *    target must be origin-form ("/..."), absolute-form ("scheme:..."),
@@ -362,6 +362,13 @@ static int classify_target(struct srv_request *req, const char **why)
         }
         req->form = SRV_FORM_AUTHORITY;
         return 0;
+    }
+    if (memchr(t, '#', n)) {
+        /* A fragment is the client's business (RFC 9110 4.2.4): none of
+         * the four forms of RFC 9112 3.2 has one, and servers disagree on
+         * whether it belongs to the path, so it is refused. */
+        *why = "a fragment (#) in the request-target";
+        return 400;
     }
     if (t[0] == '/') {
         req->form = SRV_FORM_ORIGIN;

@@ -240,8 +240,8 @@ TEST(query_split)
     CHECK(eqs(R.path, R.path_len, "/%20a%3F") && R.query == NULL);
     OK("GET /caf\xc3\xa9?q=\xff HTTP/1.1\r\n" HOST "\r\n");
     CHECK(eqs(R.path, R.path_len, "/caf\xc3\xa9") && eqs(R.query, R.query_len, "q=\xff"));
-    OK("GET //a#frag HTTP/1.1\r\n" HOST "\r\n");
-    CHECK(eqs(R.path, R.path_len, "//a#frag"));
+    OK("GET //a HTTP/1.1\r\n" HOST "\r\n");
+    CHECK(eqs(R.path, R.path_len, "//a"));
 }
 
 TEST(absolute_form)
@@ -1239,6 +1239,15 @@ TEST(host_values)
     }
 }
 
+TEST(fragment_refused)
+{
+    ERR("GET /a#frag HTTP/1.1\r\n" HOST "\r\n", 400);
+    ERR("GET /a?b?c#frag HTTP/1.1\r\n" HOST "\r\n", 400);
+    ERR("GET http://h/p#f HTTP/1.1\r\n" HOST "\r\n", 400);
+    OK("GET /a?b?c HTTP/1.1\r\n" HOST "\r\n");
+    CHECK(eqs(R.query, R.query_len, "b?c"));
+}
+
 int main(void)
 {
     RUN(simple_get);
@@ -1282,5 +1291,6 @@ int main(void)
     RUN(chunked_limits);
     RUN(chunked_after_head);
     RUN(host_values);
+    RUN(fragment_refused);
     return CHECK_DONE();
 }
