@@ -28,7 +28,13 @@ static int pl_vfork_child(void)
 
 PL_EXPORT int close(int fd)
 {
-    if (pl_fd_peek(fd) && pl_vfork_child())
+    struct pl_fd *e = pl_fd_peek(fd);
+
+    /* Only records the parent could not rebuild by looking again are
+     * worth a getpid() per close (servers close an fd per connection):
+     * a flag we set ourselves, or the mark that a dup shares the file.
+     * Waiters are checked by green_fd_closing itself. */
+    if (e && (e->flags & (PL_NB_INTERNAL | PL_SHARED)) && pl_vfork_child())
         return REAL(close)(fd);
     green_fd_closing(fd);
     pl_fd_reset(fd);
