@@ -139,9 +139,10 @@ static int pl_rpool_max(void)
     return n < 1 ? 1 : n > 64 ? 64 : n;
 }
 
-/* Queues j and parks until it is delivered. Returns 0, or -1 if no worker
- * could be started (then the caller runs the lookup itself). */
-static int pl_rjob_submit(struct pl_rjob *j)
+/* Queues j and parks until it is delivered. If no worker thread can be
+ * started at all, runs the lookup right here, blocking: slower, but the
+ * caller still gets its answer. */
+static void pl_rjob_submit(struct pl_rjob *j)
 {
     int start = 0;
 
@@ -161,7 +162,9 @@ static int pl_rjob_submit(struct pl_rjob *j)
     }
     if (pl_rthreads == 0) {
         pthread_mutex_unlock(&pl_rlock);
-        return -1;
+        pl_rjob_run(j);
+        errno = j->err;
+        return;
     }
     if (pl_rtail)
         pl_rtail->next = j;
@@ -175,7 +178,6 @@ static int pl_rjob_submit(struct pl_rjob *j)
     while (!j->delivered)
         green_park(-1); /* an interrupt cannot end it: the job is on our stack */
     errno = j->err;
-    return 0;
 }
 
 PL_EXPORT int getaddrinfo(const char *node, const char *service,
@@ -190,8 +192,7 @@ PL_EXPORT int getaddrinfo(const char *node, const char *service,
     j.u.gai.service = service;
     j.u.gai.hints = hints;
     j.u.gai.res = res;
-    if (pl_rjob_submit(&j) < 0)
-        return REAL(getaddrinfo)(node, service, hints, res);
+    pl_rjob_submit(&j);
     return j.rc;
 }
 
@@ -211,15 +212,14 @@ PL_EXPORT int getnameinfo(const struct sockaddr *sa, socklen_t salen,
     j.u.gni.serv = serv;
     j.u.gni.servlen = servlen;
     j.u.gni.flags = flags;
-    if (pl_rjob_submit(&j) < 0)
-        return REAL(getnameinfo)(sa, salen, host, hostlen, serv, servlen, flags);
+    pl_rjob_submit(&j);
     return j.rc;
 }
 
+/* The gethostby*_r lookups: their error detail travels in h_errno. */
 static int pl_ghb(struct pl_rjob *j, int *h_errnop)
 {
-    if (pl_rjob_submit(j) < 0)
-        return -1;
+    pl_rjob_submit(j);
     if (h_errnop)
         *h_errnop = j->herr;
     return j->rc;
@@ -230,7 +230,6 @@ PL_EXPORT int gethostbyname_r(const char *name, struct hostent *ret, char *buf,
                               int *h_errnop)
 {
     struct pl_rjob j;
-    int rc;
 
     if (pl_likely(!pl_in_green()))
         return REAL(gethostbyname_r)(name, ret, buf, buflen, result, h_errnop);
@@ -241,10 +240,7 @@ PL_EXPORT int gethostbyname_r(const char *name, struct hostent *ret, char *buf,
     j.u.ghb.buf = buf;
     j.u.ghb.buflen = buflen;
     j.u.ghb.result = result;
-    rc = pl_ghb(&j, h_errnop);
-    return rc == -1 && !j.delivered
-               ? REAL(gethostbyname_r)(name, ret, buf, buflen, result, h_errnop)
-               : rc;
+    return pl_ghb(&j, h_errnop);
 }
 
 PL_EXPORT int gethostbyname2_r(const char *name, int af, struct hostent *ret,
@@ -252,7 +248,6 @@ PL_EXPORT int gethostbyname2_r(const char *name, int af, struct hostent *ret,
                                struct hostent **result, int *h_errnop)
 {
     struct pl_rjob j;
-    int rc;
 
     if (pl_likely(!pl_in_green()))
         return REAL(gethostbyname2_r)(name, af, ret, buf, buflen, result, h_errnop);
@@ -264,10 +259,7 @@ PL_EXPORT int gethostbyname2_r(const char *name, int af, struct hostent *ret,
     j.u.ghb.buf = buf;
     j.u.ghb.buflen = buflen;
     j.u.ghb.result = result;
-    rc = pl_ghb(&j, h_errnop);
-    return rc == -1 && !j.delivered
-               ? REAL(gethostbyname2_r)(name, af, ret, buf, buflen, result, h_errnop)
-               : rc;
+    return pl_ghb(&j, h_errnop);
 }
 
 PL_EXPORT int gethostbyaddr_r(const void *addr, socklen_t len, int af,
@@ -275,7 +267,6 @@ PL_EXPORT int gethostbyaddr_r(const void *addr, socklen_t len, int af,
                               struct hostent **result, int *h_errnop)
 {
     struct pl_rjob j;
-    int rc;
 
     if (pl_likely(!pl_in_green()))
         return REAL(gethostbyaddr_r)(addr, len, af, ret, buf, buflen, result,
@@ -289,9 +280,5 @@ PL_EXPORT int gethostbyaddr_r(const void *addr, socklen_t len, int af,
     j.u.ghb.buf = buf;
     j.u.ghb.buflen = buflen;
     j.u.ghb.result = result;
-    rc = pl_ghb(&j, h_errnop);
-    return rc == -1 && !j.delivered
-               ? REAL(gethostbyaddr_r)(addr, len, af, ret, buf, buflen, result,
-                                       h_errnop)
-               : rc;
+    return pl_ghb(&j, h_errnop);
 }
