@@ -34,8 +34,6 @@ struct libgreen_api {
     void (*yield)(void);
     int (*sleep)(double seconds);
     uint64_t (*id)(const struct green *g);
-    void *(*get_local)(const struct green *g);
-    void (*set_local)(struct green *g, void *value);
     void (*interrupt)(struct green *g);
 
     int (*wait_fd)(int fd, int events, double timeout);
