@@ -13,7 +13,9 @@
  * on failure, and leave errno alone on success. "Switches" marks a function
  * that may park the caller and run other green threads before it returns.
  * Times are in seconds (double); a negative timeout means "no deadline".
- * This layer knows nothing of Python or HTTP.
+ * This layer knows nothing of Python or HTTP. The functions are hidden in
+ * libgreen.so; objects it loads later (the server) call the ones listed
+ * in hub/api.def through a table.
  */
 #ifndef LIBGREEN_HUB_GREEN_H
 #define LIBGREEN_HUB_GREEN_H
