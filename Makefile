@@ -26,9 +26,18 @@ endif
 WARN := -Wall -Wextra -Wshadow -Wpointer-arith -Wcast-align=strict \
         -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter \
         -Wformat=2 -Werror=implicit-function-declaration
-CFLAGS := -std=gnu11 -fPIC -fvisibility=hidden -I. -D_GNU_SOURCE \
+CFLAGS := -std=gnu11 -fPIC -fvisibility=hidden -I. -I$(B)/gen -D_GNU_SOURCE \
           -pthread $(WARN) $(MODE_CFLAGS) $(EXTRA_CFLAGS)
 LDLIBS := -lev -lm -ldl -pthread
+
+# The build id, baked into libgreen.so and every libgreen_pyXY.so: a hash
+# of the names and contents of every file of hub/ (hub/api.def, the table
+# the two objects share, included), preload/ and server/. The server
+# refuses to import against a libgreen.so of another id (server/api.c).
+# The command line may set it (`make BUILD_ID=x`), the environment may
+# not (CI systems export a BUILD_ID of their own).
+BUILD_ID := $(shell sha256sum $(sort $(wildcard hub/* preload/* server/*)) | \
+                    sha256sum | cut -c1-16)
 
 HUB_SRCS := hub/hub.c hub/stack.c hub/wait.c hub/ident.c hub/ctx_x86_64.S
 PRELOAD_SRCS := preload/real.c preload/fdtab.c preload/io.c preload/sock.c \
@@ -36,8 +45,8 @@ PRELOAD_SRCS := preload/real.c preload/fdtab.c preload/io.c preload/sock.c \
                 preload/thread.c preload/resolve.c \
                 preload/child.c
 PARSER_SRCS := server/http_parse.c
-BOOT_SRCS := server/boot.c
-PYSERVER_SRCS := server/module.c server/serve.c server/request.c server/environ.c server/response.c \
+BOOT_SRCS := preload/boot.c
+PYSERVER_SRCS := server/api.c server/module.c server/serve.c server/request.c server/environ.c server/response.c \
                  server/input.c server/filewrapper.c server/log.c \
                  server/compat.c server/tstate.c server/http_parse.c
 
@@ -66,7 +75,7 @@ SERVER_TESTS := $(patsubst tests/server/%.c,$(B)/tests/server/%,$(wildcard tests
 UNIT_TESTS := $(HUB_TESTS) $(PRELOAD_TESTS) $(SERVER_TESTS)
 
 .PHONY: all help deps test unit asan integration matrix regrtest bench bench-switch \
-        bench-parse bench-wsgi bench-memory run fuzz clean
+        bench-parse bench-wsgi bench-memory run fuzz clean FORCE
 .DEFAULT_GOAL := all
 
 all: $(B)/libgreen.so $(PY_SOS)
@@ -103,8 +112,33 @@ $(B)/obj/%.o: %.S
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
-$(B)/libgreen.so: $(HUB_OBJS) $(PRELOAD_OBJS) $(BOOT_OBJS) preload/libgreen.map
-	$(CC) -shared $(MODE_LDFLAGS) -Wl,--version-script=preload/libgreen.map \
+# Rewritten only when the id changes, so only the two files that include
+# it (preload/boot.c, server/api.c) recompile after an edit elsewhere.
+$(B)/gen/build_id.h: FORCE
+	@mkdir -p $(dir $@)
+	@echo '#define LIBGREEN_BUILD_ID "$(BUILD_ID)"' >$@.tmp
+	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv -f $@.tmp $@; fi
+FORCE:
+
+$(BOOT_OBJS): $(B)/gen/build_id.h
+
+# The version script: the names of preload/symbols.def and the libgreen_*
+# entry points the Python side finds with dlsym; every other symbol
+# libgreen.so defines is local. (libev is not among them: it is the
+# shared libev.so.4, which both objects link, so they drive the hub's loop
+# with the same code; libgreen.so defines no ev_* symbol to hide.)
+$(B)/gen/libgreen.map: preload/symbols.def
+	@mkdir -p $(dir $@)
+	@set -e; { echo '/* generated from preload/symbols.def by the Makefile */'; \
+	   echo '{ global:'; \
+	   printf '#define PL_SYM(ret, name, params, args) name;\n#include "%s"\n' $< | \
+	       $(CC) -E -P -undef -x c - ; \
+	   echo 'libgreen_*;'; \
+	   echo 'local: *; };'; } >$@.tmp; \
+	 mv -f $@.tmp $@
+
+$(B)/libgreen.so: $(HUB_OBJS) $(PRELOAD_OBJS) $(BOOT_OBJS) $(B)/gen/libgreen.map
+	$(CC) -shared $(MODE_LDFLAGS) -Wl,--version-script=$(B)/gen/libgreen.map \
 	    -Wl,-z,defs -Wl,-z,now -o $@ $(HUB_OBJS) $(PRELOAD_OBJS) $(BOOT_OBJS) $(LDLIBS)
 
 # libgreen_pyXY.so: Python symbols stay undefined and resolve against the
@@ -113,6 +147,8 @@ define pyserver
 $(B)/obj/py$(1)/%.o: %.c
 	@mkdir -p $$(dir $$@)
 	$$(CC) $$(CFLAGS) -I$(PY_INC_$(1)) -MMD -MP -c $$< -o $$@
+
+$(B)/obj/py$(1)/server/api.o: $(B)/gen/build_id.h
 
 $(B)/libgreen_py$(1).so: $(patsubst %.c,$(B)/obj/py$(1)/%.o,$(PYSERVER_SRCS))
 	$$(CC) -shared $$(MODE_LDFLAGS) -o $$@ $$^ -lev
@@ -193,7 +229,7 @@ $(B)/bench/%: scripts/bench/%.c $(HUB_OBJS)
 bench-switch: $(B)/bench/bench_switch
 	@$(B)/bench/bench_switch
 
-$(B)/bench/bench_http_parse: tests/server/bench_http_parse.c $(PARSER_OBJS)
+$(B)/bench/bench_http_parse: scripts/bench/bench_http_parse.c $(PARSER_OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< $(PARSER_OBJS) -o $@
 

@@ -13,7 +13,9 @@
  * on failure, and leave errno alone on success. "Switches" marks a function
  * that may park the caller and run other green threads before it returns.
  * Times are in seconds (double); a negative timeout means "no deadline".
- * This layer knows nothing of Python or HTTP.
+ * This layer knows nothing of Python or HTTP. The functions are hidden in
+ * libgreen.so; objects it loads later (the server) call the ones listed
+ * in hub/api.def through a table.
  */
 #ifndef LIBGREEN_HUB_GREEN_H
 #define LIBGREEN_HUB_GREEN_H
@@ -108,11 +110,6 @@ GREEN_API int green_sleep(double seconds);
 GREEN_API uint64_t green_id(const struct green *g);
 GREEN_API const char *green_name(const struct green *g);
 
-/* Per-green-thread slot for the layer above (the server keeps its
- * PyThreadState here). NULL at spawn. */
-GREEN_API void *green_get_local(const struct green *g);
-GREEN_API void green_set_local(struct green *g, void *value);
-
 /* Wakes g out of whatever park it is in with -1/EINTR. Same OS thread
  * only; a no-op if g is not parked or its park is not interruptible
  * (joins and wait queues are; fd waits and sleeps are). */
@@ -127,8 +124,7 @@ GREEN_API void green_interrupt(struct green *g);
  * and/or GREEN_WRITE) or timeout seconds pass. Returns the events that
  * fired (>0), or -1 with errno ETIMEDOUT, EBADF (green_fd_closing was
  * called on fd while it waited), EINTR (green_interrupt) or EPERM (not in
- * a green thread, or the park is not possible here: see green_can_park).
- * Switches. */
+ * a green thread). Switches. */
 GREEN_API int green_wait_fd(int fd, int events, double timeout);
 
 /* One entry of a multi-fd wait, for poll/select. */
@@ -157,11 +153,6 @@ GREEN_API void green_fd_closing_range(unsigned first, unsigned last);
  * our memory but is another process, so it must not change hub or fd
  * records. Costs one getpid() system call. */
 GREEN_API int green_vforked(void);
-
-/* Nonzero if the caller may park now: it is a green thread, and this
- * process is the one that created the hub (not the child of a vfork that
- * shares our memory). */
-GREEN_API int green_can_park(void);
 
 /* ---- wait queues ------------------------------------------------------ */
 

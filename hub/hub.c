@@ -441,16 +441,12 @@ void green_yield(void)
 
 uint64_t green_id(const struct green *g) { return g->id; }
 const char *green_name(const struct green *g) { return g->name; }
-void *green_get_local(const struct green *g) { return g->local; }
-void green_set_local(struct green *g, void *value) { g->local = value; }
 
 void green_interrupt(struct green *g)
 {
     if (g->state == G_PARKED && g->interruptible)
         hub_wake(g, EINTR, -1, 0);
 }
-
-int green_can_park(void) { return hub_tls_current != NULL; }
 
 int green_vforked(void)
 {

@@ -40,7 +40,6 @@ struct green {
     struct hub *hub;
     green_fn fn;
     void *arg;
-    void *local;
     uint64_t id;
     uint32_t ident_slot;              /* hub/ident.c, 0 = none yet */
 

@@ -11,13 +11,10 @@
  * state; code in the main context that waits (sleep, wait, server) runs
  * the hub with the GIL released.
  */
-#include <dlfcn.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "server/py.h"
-
-struct libgreen_api G;
 
 /* ---- listen(): plain Python, it only configures a socket ------------- */
 
@@ -535,20 +532,10 @@ __attribute__((visibility("default"))) PyObject *PyInit_libgreen(void);
 
 PyObject *PyInit_libgreen(void)
 {
-    const struct libgreen_api *(*get)(void) =
-        (const struct libgreen_api *(*)(void))dlsym(RTLD_DEFAULT, "libgreen_api");
-    const struct libgreen_api *api = get ? get() : NULL;
     PyObject *m = NULL, *wsgi = NULL, *dict, *code, *modules;
 
-    if (!api || api->version != LIBGREEN_API_VERSION ||
-        api->size < sizeof(struct libgreen_api)) {
-        PyErr_SetString(PyExc_ImportError,
-                        "libgreen: this module needs the preloaded "
-                        "libgreen.so of the same build; start Python as "
-                        "LD_PRELOAD=/path/to/build/libgreen.so python3 app.py");
+    if (srv_api_init() < 0)
         return NULL;
-    }
-    G = *api;
     if (srv_environ_init() < 0 || srv_request_types_init(NULL) < 0 ||
         PyType_Ready(&srv_gt_type) < 0)
         return NULL;

@@ -2,7 +2,8 @@
  *
  * This object (libgreen_pyXY.so) is built once per Python version and
  * opened by libgreen.so at `import libgreen`. It reaches the hub only
- * through the table G (server/api.h), and CPython through its C API.
+ * through the table G (hub/api.def lists it, server/api.c fetches it),
+ * and CPython through its C API.
  *
  * Threading model: everything here runs on the OS thread that called
  * libgreen.wsgi.server(). The hub context (accepting, reading request
@@ -19,12 +20,16 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#include "server/api.h"
+#include "hub/api.h"
 #include "server/http_parse.h"
 
 #define SRV_HIDDEN __attribute__((visibility("hidden")))
 
-extern struct libgreen_api G SRV_HIDDEN;
+/* api.c: the hub's calls; G.x(...) calls green_x() of hub/green.h.
+ * srv_api_init fills G at import, or raises ImportError if libgreen.so
+ * comes from another build. */
+extern struct libgreen_hub_api G SRV_HIDDEN;
+SRV_HIDDEN int srv_api_init(void);
 
 /* ---- options -------------------------------------------------------- */
 

@@ -5,13 +5,18 @@
 # usage: tests/preload/test_exports.sh BUILD/libgreen.so
 #
 # (a) the exported (defined, dynamic) symbols are exactly the PL_SYM names
-#     of preload/symbols.def plus libgreen_* - libev and every internal
-#     stay hidden (no ev_*);
+#     of preload/symbols.def plus libgreen_* (the entry points the Python
+#     side finds with dlsym): the version script is generated from
+#     symbols.def (Makefile, <build dir>/gen/libgreen.map), so this checks
+#     the generator end to end, and that no internal symbol and no ev_*
+#     (libev is a library of its own, see (d)) comes out of libgreen.so;
 # (b) LD_BIND_NOW=1 LD_PRELOAD=<so> /bin/true exits 0 and prints nothing
 #     (hard rule 13: the object loads into any program, -z now included);
 # (c) no undefined Py*/_Py* symbol (it would break (b) in any non-Python
 #     program);
-# (d) libev is the shared libev.so.4 (Debian's libev.a is not PIC).
+# (d) libev is the shared libev.so.4 (Debian's libev.a is not PIC), the
+#     one libgreen_pyXY.so links too, so both drive the hub's loop with
+#     the same code.
 #
 # Prints one "ok ..." or "FAIL ..." line per check and a last line
 # "exports: N passed, M failed"; exits 1 if any check failed, 2 on bad usage.

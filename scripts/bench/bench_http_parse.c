@@ -1,9 +1,9 @@
-/* tests/server/bench_http_parse.c - how long srv_parse_request takes on a
+/* scripts/bench/bench_http_parse.c - how long srv_parse_request takes on a
  * typical browser GET (10 header fields, ~700 bytes), and how fast the
  * chunked decoder goes. A standalone program, not a test: it prints numbers
  * and never fails.
  *
- * Build: gcc -std=gnu11 -O2 -I. tests/server/bench_http_parse.c \
+ * Build: gcc -std=gnu11 -O2 -I. scripts/bench/bench_http_parse.c \
  *            server/http_parse.c -o /tmp/bhp && /tmp/bhp [iterations]
  */
 #ifndef _GNU_SOURCE
