@@ -48,6 +48,7 @@ struct libgreen_api {
     void (*set_park_hooks)(const struct green_park_hooks *hooks);
     void (*get_stats)(struct green_stats *out);
     size_t (*default_stack_size)(void);
+    int (*hub_run_until)(int (*done)(void *), void *arg, double timeout, void (*tick)(void *), double period);
 };
 
 /* Exported by libgreen.so; the Python side finds it with dlsym. */

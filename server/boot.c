@@ -45,6 +45,7 @@ static const struct libgreen_api srv_api = {
     .set_park_hooks = green_set_park_hooks,
     .get_stats = green_get_stats,
     .default_stack_size = green_default_stack_size,
+    .hub_run_until = green_hub_run_until,
 };
 
 __attribute__((visibility("default"))) const struct libgreen_api *
