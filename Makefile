@@ -46,7 +46,9 @@ PRELOAD_SRCS := preload/real.c preload/fdtab.c preload/io.c preload/sock.c \
                 preload/child.c
 PARSER_SRCS := server/http_parse.c
 BOOT_SRCS := preload/boot.c
-PYSERVER_SRCS := server/api.c server/module.c server/serve.c server/request.c server/environ.c server/response.c \
+PYSERVER_SRCS := server/api.c server/module.c server/greenthread.c server/mainrun.c \
+                 server/options.c server/wsgi_server.c \
+                 server/serve.c server/request.c server/environ.c server/response.c \
                  server/input.c server/filewrapper.c server/log.c \
                  server/compat.c server/tstate.c server/http_parse.c
 
@@ -75,7 +77,7 @@ SERVER_TESTS := $(patsubst tests/server/%.c,$(B)/tests/server/%,$(wildcard tests
 UNIT_TESTS := $(HUB_TESTS) $(PRELOAD_TESTS) $(SERVER_TESTS)
 
 .PHONY: all help deps test unit asan integration matrix regrtest bench bench-switch \
-        bench-parse bench-wsgi bench-memory run fuzz clean FORCE
+        bench-parse bench-wsgi bench-memory run fuzz clean options-doc FORCE
 .DEFAULT_GOAL := all
 
 all: $(B)/libgreen.so $(PY_SOS)
@@ -95,6 +97,7 @@ help:
 	@echo "make bench-memory RSS over a million requests"
 	@echo "make bench        switch + parse + wsgi benchmarks"
 	@echo "make fuzz         fuzz the HTTP parser (FUZZ_SECONDS, default 60)"
+	@echo "make options-doc  rewrite README's server options table from server/options.def"
 	@echo "make clean        remove build/"
 	@echo "Python server modules built for: $(PY_VERS)"
 	@echo "MODE=release|debug|asan picks the build flavour (objects under build/)"
@@ -141,12 +144,20 @@ $(B)/libgreen.so: $(HUB_OBJS) $(PRELOAD_OBJS) $(BOOT_OBJS) $(B)/gen/libgreen.map
 	$(CC) -shared $(MODE_LDFLAGS) -Wl,--version-script=$(B)/gen/libgreen.map \
 	    -Wl,-z,defs -Wl,-z,now -o $@ $(HUB_OBJS) $(PRELOAD_OBJS) $(BOOT_OBJS) $(LDLIBS)
 
+# server/listen.py becomes bytes that module.c includes. od and sed are
+# POSIX and always here (xxd comes with vim).
+$(B)/gen/server/listen.py.inc: server/listen.py
+	@mkdir -p $(dir $@)
+	od -An -v -tx1 $< | sed 's/ \([0-9a-f][0-9a-f]\)/0x\1,/g' > $@.tmp && mv $@.tmp $@
+
 # libgreen_pyXY.so: Python symbols stay undefined and resolve against the
 # running interpreter; only PyInit_libgreen is exported.
 define pyserver
 $(B)/obj/py$(1)/%.o: %.c
 	@mkdir -p $$(dir $$@)
 	$$(CC) $$(CFLAGS) -I$(PY_INC_$(1)) -MMD -MP -c $$< -o $$@
+
+$(B)/obj/py$(1)/server/module.o: $(B)/gen/server/listen.py.inc
 
 $(B)/obj/py$(1)/server/api.o: $(B)/gen/build_id.h
 
@@ -246,6 +257,11 @@ bench: bench-switch bench-parse bench-wsgi
 
 fuzz:
 	@scripts/fuzz-http-parse
+
+# README's "Server options" table, from server/options.def through the
+# built module (tests/integration/test_server_options.py checks it).
+options-doc: $(B)/libgreen.so $(PY_SOS)
+	LIBGREEN_SO=$(abspath $(B)/libgreen.so) $(PYTHON) scripts/gen-options-doc
 
 run: deps
 	@$(MAKE) --no-print-directory all

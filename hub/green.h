@@ -53,6 +53,20 @@ GREEN_API struct hub *green_hub_peek(void);
  * Returns 0, or -1 with errno. Switches. */
 GREEN_API int green_hub_run(int (*done)(void *arg), void *arg);
 
+/* green_hub_run with a deadline and a tick: runs the scheduler until
+ * done(arg) returns nonzero or timeout seconds pass (timeout < 0: no
+ * deadline, and then done must not be NULL). If tick is not NULL, it is
+ * called as tick(arg) in the hub context every period seconds, and done
+ * is checked right after; the tick alone never keeps the hub waiting (a
+ * hub with nothing else armed still fails with EDEADLK). The server uses
+ * the tick to run Python's signal handlers. Returns 0 when done, -1/
+ * ETIMEDOUT when the deadline came first, -1/EINVAL for no done and no
+ * deadline (or period <= 0 with a tick), else -1 with errno as
+ * green_hub_run. Switches. */
+GREEN_API int green_hub_run_until(int (*done)(void *arg), void *arg,
+                                  double timeout, void (*tick)(void *arg),
+                                  double period);
+
 /* Asks a running green_hub_run of this hub to check done() again soon,
  * even if no event arrives. Safe from any OS thread and from async-signal
  * context (it is ev_async_send). */

@@ -413,7 +413,7 @@ int green_join(struct green *g, double timeout)
                 return -1;
             }
         }
-    } else if (hub_run_for(hub_green_done, g, timeout) < 0) {
+    } else if (green_hub_run_until(hub_green_done, g, timeout, NULL, 0) < 0) {
         g->joined = 0;
         return -1;
     }

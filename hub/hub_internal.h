@@ -141,6 +141,5 @@ HIDDEN void hub_ident_release(struct hub *hub, struct green *g);
 
 /* wait.c */
 HIDDEN void hub_disarm(struct green *g);
-HIDDEN int hub_run_for(int (*done)(void *), void *arg, double timeout);
 
 #endif

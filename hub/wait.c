@@ -272,55 +272,86 @@ int green_wait_fds(const struct green_pollfd *fds, size_t n, double timeout)
     return g->wake_index;
 }
 
-/* ---- running the hub for a while ------------------------------------- */
+/* ---- running the hub until done, a deadline, with a tick ---------------- */
 
-struct hub_runfor {
-    ev_timer timer;
-    int fired;
+struct hub_until {
+    ev_timer deadline, tick;
+    int expired;             /* the deadline fired */
+    int finished;            /* done(arg) said yes */
     int (*done)(void *);
+    void (*tick_fn)(void *);
     void *arg;
 };
 
-static void hub_runfor_cb(struct ev_loop *loop, ev_timer *t, int revents)
+static void hub_until_deadline_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop;
     (void)revents;
-    ((struct hub_runfor *)t)->fired = 1;
+    ((struct hub_until *)t->data)->expired = 1;
 }
 
-static int hub_runfor_done(void *arg)
+static void hub_until_tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
-    struct hub_runfor *r = arg;
-    return r->fired || (r->done && r->done(r->arg));
+    struct hub_until *u = t->data;
+
+    (void)loop;
+    (void)revents;
+    u->tick_fn(u->arg);
 }
 
-/* Runs the scheduler in the hub context until done(arg) (which may be
- * NULL) or until timeout seconds pass. Returns 0 when done, -1/ETIMEDOUT
- * when the time ran out first, -1 with errno on failure. */
-int hub_run_for(int (*done)(void *), void *arg, double timeout)
+static int hub_until_done(void *arg)
+{
+    struct hub_until *u = arg;
+
+    u->finished = u->done && u->done(u->arg);
+    return u->finished || u->expired;
+}
+
+/* One loop for every "run the hub until" in the program: green_join and
+ * green_sleep from the hub context, and the server's waits, which tick to
+ * run Python's signal handlers. The tick is unreferenced: on its own it is
+ * no reason to keep waiting, so a deadlock is still reported as EDEADLK. */
+int green_hub_run_until(int (*done)(void *arg), void *arg, double timeout,
+                        void (*tick)(void *arg), double period)
 {
     struct hub *hub = green_hub();
-    struct hub_runfor r = {.fired = 0, .done = done, .arg = arg};
-    int rc;
+    struct hub_until u = {.done = done, .tick_fn = tick, .arg = arg};
+    int rc, err;
 
     if (!hub)
         return -1;
-    if (timeout < 0) {
-        if (!done) {
-            errno = EINVAL;
-            return -1;
-        }
-        return green_hub_run(done, arg);
-    }
-    ev_now_update(hub->loop);
-    ev_timer_init(&r.timer, hub_runfor_cb, hub_clamp_timeout(timeout), 0.);
-    ev_timer_start(hub->loop, &r.timer);
-    rc = green_hub_run(hub_runfor_done, &r);
-    ev_timer_stop(hub->loop, &r.timer);
-    if (rc == 0 && !(done && done(arg))) {
-        errno = ETIMEDOUT;
+    if ((!done && timeout < 0) || (tick && !(period > 0))) {
+        errno = EINVAL;
         return -1;
     }
+    if (timeout < 0 && !tick)
+        return green_hub_run(done, arg);
+    ev_now_update(hub->loop);
+    if (timeout >= 0) {
+        ev_timer_init(&u.deadline, hub_until_deadline_cb,
+                      hub_clamp_timeout(timeout), 0.);
+        u.deadline.data = &u;
+        ev_timer_start(hub->loop, &u.deadline);
+    }
+    if (tick) {
+        ev_timer_init(&u.tick, hub_until_tick_cb, period, period);
+        u.tick.data = &u;
+        ev_timer_start(hub->loop, &u.tick);
+        ev_unref(hub->loop);
+    }
+    rc = green_hub_run(hub_until_done, &u);
+    err = errno;
+    if (tick) {
+        ev_ref(hub->loop);
+        ev_timer_stop(hub->loop, &u.tick);
+    }
+    if (timeout >= 0)
+        ev_timer_stop(hub->loop, &u.deadline);
+    if (rc == 0 && !u.finished) {
+        rc = -1;
+        err = ETIMEDOUT;
+    }
+    errno = err;
     return rc;
 }
 
@@ -335,7 +366,8 @@ int green_sleep(double seconds)
         seconds = 0;
     if (!g) {
         /* The hub context: run everyone else until the time is up. */
-        if (hub_run_for(NULL, NULL, seconds) < 0 && errno != ETIMEDOUT)
+        if (green_hub_run_until(NULL, NULL, seconds, NULL, 0) < 0 &&
+            errno != ETIMEDOUT)
             return -1;
         return 0;
     }

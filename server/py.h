@@ -22,6 +22,7 @@
 
 #include "hub/api.h"
 #include "server/http_parse.h"
+#include "server/options.h"
 
 #define SRV_HIDDEN __attribute__((visibility("hidden")))
 
@@ -33,18 +34,53 @@ SRV_HIDDEN int srv_api_init(void);
 
 /* ---- options -------------------------------------------------------- */
 
+/* Filled from server/options.def (server/options.c); a field per option. */
 struct srv_options {
     int log_output;              /* access log lines on stderr */
     double keepalive;            /* idle seconds between requests; 0 = off */
-    double header_timeout;       /* seconds to receive a whole head */
+    double header_timeout;       /* seconds to receive a whole head; < 0 = none */
     double body_timeout;         /* seconds of silence while reading a body
-                                    or writing a response */
+                                    or writing a response; < 0 = none */
     double graceful_timeout;     /* seconds in-flight requests get at stop */
     size_t max_size;             /* concurrent requests */
     size_t max_body_size;        /* 0 = unlimited */
     struct srv_limits limits;
+    PyObject *environ;           /* extra environ keys or NULL (borrowed) */
     int debug;                   /* tracebacks in 500 bodies */
 };
+
+/* How often the hub context, running for the main program, lets Python
+ * run its signal handlers (server/mainrun.c, server/serve.c). */
+#define SRV_SIGNAL_PERIOD 0.1
+
+/* options.c: the table of server/options.def, for the module */
+SRV_HIDDEN extern const struct srv_option srv_option_table[SRV_NOPTIONS];
+/* Index of the option named key (a str), or -1. */
+SRV_HIDDEN int srv_options_find(PyObject *key);
+/* Raises TypeError for an unknown keyword, naming the known ones. */
+SRV_HIDDEN int srv_options_unknown(PyObject *key);
+/* Fills opts from given[i], the value of option i (NULL: not given). */
+SRV_HIDDEN int srv_options_set(PyObject *const given[SRV_NOPTIONS],
+                               struct srv_options *opts);
+/* The docstring of a function "call" taking the options (malloc'd). */
+SRV_HIDDEN char *srv_options_doc(const char *call, const char *summary);
+/* libgreen.wsgi.options() */
+SRV_HIDDEN PyObject *srv_options_list(PyObject *self, PyObject *unused);
+
+/* ---- the module ------------------------------------------------------ */
+
+/* mainrun.c */
+SRV_HIDDEN int srv_main_run(int (*done)(void *), void *arg, double timeout);
+
+/* greenthread.c */
+SRV_HIDDEN extern PyTypeObject srv_gt_type;
+SRV_HIDDEN PyObject *srv_spawn(PyObject *self, PyObject *args, PyObject *kw);
+SRV_HIDDEN PyObject *srv_sleep(PyObject *self, PyObject *arg);
+SRV_HIDDEN PyObject *srv_stats(PyObject *self, PyObject *unused);
+
+/* wsgi_server.c: libgreen.wsgi.server() and its docstring */
+SRV_HIDDEN PyObject *srv_wsgi_server(PyObject *self, PyObject *args, PyObject *kw);
+SRV_HIDDEN const char *srv_wsgi_server_doc(void);
 
 /* ---- the server and its connections --------------------------------- */
 
@@ -57,7 +93,6 @@ struct srv_server {
     struct srv_options opt;
     int fd;                      /* listening socket */
     ev_io accept_w;
-    ev_timer tick;               /* runs Python's signal handlers */
     struct ev_loop *loop;
     struct hub *hub;
     size_t active;               /* requests being handled */

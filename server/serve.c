@@ -35,7 +35,6 @@
 
 #define SRV_BUF_INIT 8192
 #define SRV_ACCEPT_BATCH 64
-#define SRV_TICK 0.25
 
 static volatile sig_atomic_t srv_signal;
 static struct hub *srv_signal_hub;
@@ -525,9 +524,9 @@ static void srv_begin_stop(struct srv_server *srv, int sig)
                 srv->opt.graceful_timeout, srv->active);
 }
 
-static void srv_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+static void srv_tick(void *arg)
 {
-    struct srv_server *srv = w->data;
+    struct srv_server *srv = arg;
 
     /* The hub context is the main thread: it may run signal handlers. */
     PyEval_RestoreThread(srv->main_ts);
@@ -584,10 +583,6 @@ PyObject *srv_serve(struct srv_server *srv)
     ev_timer_init(&srv->accept_retry, srv_accept_retry_cb, 0.1, 0.);
     srv->accept_retry.data = srv;
     ev_io_start(srv->loop, &srv->accept_w);
-    ev_timer_init(&srv->tick, srv_tick_cb, SRV_TICK, SRV_TICK);
-    srv->tick.data = srv;
-    ev_timer_start(srv->loop, &srv->tick);
-    ev_unref(srv->loop); /* the tick alone is no reason to keep running */
 
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = srv_on_signal;
@@ -600,7 +595,7 @@ PyObject *srv_serve(struct srv_server *srv)
     fprintf(stderr, "(%ld) wsgi starting up on %s\n", (long)getpid(), srv->url);
 
     srv->main_ts = PyEval_SaveThread();
-    rc = G.hub_run(srv_done, srv);
+    rc = G.hub_run_until(srv_done, srv, -1, srv_tick, SRV_SIGNAL_PERIOD);
     PyEval_RestoreThread(srv->main_ts);
     srv->main_ts = NULL;
     if (!srv->active)
@@ -609,8 +604,6 @@ PyObject *srv_serve(struct srv_server *srv)
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     srv_signal_hub = NULL;
-    ev_ref(srv->loop);
-    ev_timer_stop(srv->loop, &srv->tick);
     if (!srv->accept_paused)
         ev_io_stop(srv->loop, &srv->accept_w);
     ev_timer_stop(srv->loop, &srv->accept_retry);

@@ -254,6 +254,56 @@ TEST(errno_survives_switches)
     CHECK(ok);
 }
 
+/* green_hub_run_until: the deadline, the tick, and done checked after it. */
+struct until_state {
+    int ticks;
+    int stop_after;          /* done once this many ticks ran; 0: never */
+};
+
+static void until_tick(void *arg) { ((struct until_state *)arg)->ticks++; }
+
+static int until_done(void *arg)
+{
+    struct until_state *st = arg;
+
+    return st->stop_after && st->ticks >= st->stop_after;
+}
+
+TEST(run_until_deadline_with_tick)
+{
+    struct until_state st = {0, 0};
+    double t0 = check_now();
+
+    errno = 0;
+    CHECK(green_hub_run_until(until_done, &st, 0.12, until_tick, 0.02) == -1);
+    CHECK(errno == ETIMEDOUT);
+    CHECK(check_now() - t0 >= 0.119);
+    CHECK(st.ticks >= 3 && st.ticks <= 7);
+}
+
+TEST(run_until_done_by_tick)
+{
+    struct until_state st = {0, 2};
+    double t0 = check_now();
+
+    errno = 1234;
+    CHECK(green_hub_run_until(until_done, &st, 5, until_tick, 0.01) == 0);
+    CHECK(errno == 1234); /* left alone on success */
+    CHECK(st.ticks == 2);
+    CHECK(check_now() - t0 < 1);
+}
+
+TEST(run_until_tick_alone_is_a_deadlock)
+{
+    struct until_state st = {0, 0};
+
+    CHECK(green_hub_run_until(until_done, &st, -1, until_tick, 0.01) == -1);
+    CHECK(errno == EDEADLK);
+    CHECK(green_hub_run_until(NULL, NULL, -1, NULL, 0) == -1 && errno == EINVAL);
+    CHECK(green_hub_run_until(until_done, &st, 1, until_tick, 0) == -1 &&
+          errno == EINVAL);
+}
+
 int main(void)
 {
     RUN(wait_fd_readable);
@@ -264,5 +314,8 @@ int main(void)
     RUN(sleep_not_early);
     RUN(timers_fire_while_others_yield);
     RUN(errno_survives_switches);
+    RUN(run_until_deadline_with_tick);
+    RUN(run_until_done_by_tick);
+    RUN(run_until_tick_alone_is_a_deadlock);
     return CHECK_DONE();
 }
