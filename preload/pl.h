@@ -85,4 +85,32 @@ static inline int pl_wait(int fd, int events, double deadline)
     return -1;
 }
 
+/* The pause between retries of a wait with nothing to watch (a full
+ * AF_UNIX backlog, a partial MSG_PEEK, a child without a pidfd): start
+ * with *pause = PL_PAUSE_FIRST. */
+#define PL_PAUSE_FIRST 0.001
+#define PL_PAUSE_MAX 0.05
+
+/* Sleeps *pause seconds, never past deadline (absolute, < 0 for none),
+ * then doubles *pause up to PL_PAUSE_MAX. Returns 0 to retry, or -1 with
+ * errno EAGAIN (the deadline has passed) or EINTR. Switches. */
+static inline int pl_pause(double *pause, double deadline)
+{
+    double nap = *pause;
+
+    if (deadline >= 0) {
+        double left = deadline - pl_now();
+        if (left <= 0) {
+            errno = EAGAIN;
+            return -1;
+        }
+        if (nap > left)
+            nap = left;
+    }
+    if (green_sleep(nap) < 0)
+        return -1;
+    *pause = *pause * 2 < PL_PAUSE_MAX ? *pause * 2 : PL_PAUSE_MAX;
+    return 0;
+}
+
 #endif
