@@ -1,5 +1,6 @@
 /* preload/pl.h - what every wrapper file shares: the pass-through test,
- * deadlines, and the park that replaces a blocking wait.
+ * deadlines, the park that replaces a blocking wait, and the pause
+ * between retries of a wait that nothing can signal.
  */
 #ifndef LIBGREEN_PRELOAD_PL_H
 #define LIBGREEN_PRELOAD_PL_H
@@ -85,15 +86,14 @@ static inline int pl_wait(int fd, int events, double deadline)
     return -1;
 }
 
-/* The pause between retries of a wait with nothing to watch (a full
- * AF_UNIX backlog, a partial MSG_PEEK, a child without a pidfd): start
- * with *pause = PL_PAUSE_FIRST. */
+/* Retry pauses, for waits with no fd to watch (a full AF_UNIX backlog, a
+ * partial MSG_PEEK, a child without a pidfd): 1 ms, doubling to 50 ms. */
 #define PL_PAUSE_FIRST 0.001
 #define PL_PAUSE_MAX 0.05
 
-/* Sleeps *pause seconds, never past deadline (absolute, < 0 for none),
- * then doubles *pause up to PL_PAUSE_MAX. Returns 0 to retry, or -1 with
- * errno EAGAIN (the deadline has passed) or EINTR. Switches. */
+/* Sleeps *pause (start it at PL_PAUSE_FIRST) but never past deadline
+ * (absolute, < 0: none), then doubles it: 0 to retry, or -1 with errno
+ * EAGAIN (deadline passed) or EINTR. Switches. */
 static inline int pl_pause(double *pause, double deadline)
 {
     double nap = *pause;
