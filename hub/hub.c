@@ -89,6 +89,16 @@ static void hub_switch_out(struct hub *hub, struct green *g, int exiting)
     errno = saved;
 }
 
+/* In the child of a fork() made from a green thread, that thread's code
+ * went on as the child's only context (hard rule 6); now it returned, and
+ * the hub context it would switch to is the parent's, whose scheduler
+ * must not run here. As when the last thread of a process returns, the
+ * child exits with status 0. */
+static void hub_forked_context_ends(void)
+{
+    exit(0);
+}
+
 static void hub_entry(void)
 {
     struct green *g = hub_tls_current;
@@ -100,6 +110,8 @@ static void hub_entry(void)
                                     &hub->asan_stack_size);
 #endif
     g->fn(g->arg);
+    if (unlikely(hub_tls_hub != hub))
+        hub_forked_context_ends();
     g->state = G_DONE;
     hub->stats.live--;
     green_wq_wake_all(&g->joiners);
@@ -206,20 +218,37 @@ static void hub_destroy(void *arg)
 static pthread_key_t hub_key;
 static pthread_once_t hub_key_once = PTHREAD_ONCE_INIT;
 
+/* ---- fork ------------------------------------------------------------- */
+
+/* The child keeps only the forking context (hard rule 6). Every hub of
+ * the parent - the forking thread's own, with its epoll set and parked
+ * threads, and those of OS threads the child does not have - is dropped
+ * unused: its memory stays as it was (a handle to a parent's green thread
+ * still points somewhere valid, though that thread never runs again), and
+ * so do its epoll and eventfd descriptors (close-on-exec), so that a
+ * stray poke of an old hub writes to its own eventfd, never to a number
+ * the child reused. Only the pooled stacks of the forking thread's hub,
+ * which nothing references, are unmapped. A fresh hub is made on first
+ * need, with this process's pid (green_vforked compares it). */
+static void hub_atfork_prepare(void) { hub_ident_atfork_prepare(); }
+static void hub_atfork_parent(void) { hub_ident_atfork_parent(); }
+
 static void hub_atfork_child(void)
 {
-    /* The child keeps only the forking context (hard rule 6). The parent's
-     * hub - its epoll set, its parked threads - is not the child's to run:
-     * it is dropped unused, and a fresh one is made on first need. */
+    struct hub *old = hub_tls_hub;
+
     hub_tls_hub = NULL;
     hub_tls_current = NULL;
     pthread_setspecific(hub_key, NULL);
+    if (old)
+        hub_stack_pool_free(old);
+    hub_ident_atfork_child();
 }
 
 static void hub_key_make(void)
 {
     pthread_key_create(&hub_key, hub_destroy);
-    pthread_atfork(NULL, NULL, hub_atfork_child);
+    pthread_atfork(hub_atfork_prepare, hub_atfork_parent, hub_atfork_child);
 }
 
 struct hub *green_hub_peek(void) { return hub_tls_hub; }

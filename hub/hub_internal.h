@@ -138,6 +138,9 @@ HIDDEN int hub_overflow_guard_thread(void);
 HIDDEN void hub_ident_register(struct hub *hub);
 HIDDEN void hub_ident_unregister(struct hub *hub);
 HIDDEN void hub_ident_release(struct hub *hub, struct green *g);
+HIDDEN void hub_ident_atfork_prepare(void);
+HIDDEN void hub_ident_atfork_parent(void);
+HIDDEN void hub_ident_atfork_child(void);
 
 /* wait.c */
 HIDDEN void hub_disarm(struct green *g);

@@ -14,6 +14,13 @@
  * thread ends, lowest first: the number of distinct ids a process ever
  * sees is bounded by how many green threads were alive at once, and so is
  * whatever Python keeps per id (threading's dummy Thread objects).
+ *
+ * After fork() none of the parent's hubs runs in the child (hard rule 6),
+ * but their indexes stay taken, so the child's own hubs get new ones and
+ * no identity ever stands for two threads of one process. Those of the
+ * forking OS thread's hubs still map to it: when a green thread forked,
+ * the child's main context keeps that thread's identity (preload/thread.c).
+ * The others map to no thread: ESRCH to pthread_kill.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -26,14 +33,28 @@ static pthread_t hub_ident_threads[HUB_MAX_IDENT_HUBS];
 static struct hub *hub_ident_hubs[HUB_MAX_IDENT_HUBS];
 static pthread_mutex_t hub_ident_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* The real pthread_t behind self, what pthread_self() gave outside any
+ * green thread: libc's own, or in the main context of a fork child the
+ * green identity it kept (preload/thread.c), which maps to this thread.
+ * Lock held. */
+static pthread_t hub_ident_unwrap_locked(uintptr_t self)
+{
+    unsigned idx = (unsigned)((self >> 32) & 0xFFFF);
+
+    if (!green_ident_is_ours(self))
+        return (pthread_t)self;
+    return idx < HUB_MAX_IDENT_HUBS ? hub_ident_threads[idx] : 0;
+}
+
 /* Gives hub an index (or none if all are taken: its green threads then
- * share the OS thread's identity, as without libgreen). */
+ * share the OS thread's identity, as without libgreen). Called where the
+ * hub is made, in the hub context. */
 void hub_ident_register(struct hub *hub)
 {
-    /* Called where the hub is made: the hub context, so this is libc's
-     * pthread_self even though the call goes through our wrapper. */
-    hub->thread = pthread_self();
+    uintptr_t self = (uintptr_t)pthread_self();
+
     pthread_mutex_lock(&hub_ident_lock);
+    hub->thread = hub_ident_unwrap_locked(self);
     hub->ident_index = -1;
     for (int i = 0; i < HUB_MAX_IDENT_HUBS; i++) {
         if (!hub_ident_hubs[i]) {
@@ -112,4 +133,23 @@ uintptr_t green_ident_real(uintptr_t id)
         real = (uintptr_t)hub_ident_threads[idx];
     pthread_mutex_unlock(&hub_ident_lock);
     return real;
+}
+
+/* ---- fork ------------------------------------------------------------- */
+
+/* Called from hub.c's pthread_atfork handlers: the forking thread holds
+ * the lock across fork(), so the child's copy of the table is whole. */
+void hub_ident_atfork_prepare(void) { pthread_mutex_lock(&hub_ident_lock); }
+void hub_ident_atfork_parent(void) { pthread_mutex_unlock(&hub_ident_lock); }
+
+/* In the child, after hub_tls_current is reset (pthread_self is not a
+ * green thread's here). The forking thread still holds the lock. */
+void hub_ident_atfork_child(void)
+{
+    pthread_t self = hub_ident_unwrap_locked((uintptr_t)pthread_self());
+
+    pthread_mutex_init(&hub_ident_lock, NULL);
+    for (int i = 0; i < HUB_MAX_IDENT_HUBS; i++)
+        if (hub_ident_hubs[i] && hub_ident_threads[i] != self)
+            hub_ident_threads[i] = 0; /* taken, and no thread behind it */
 }

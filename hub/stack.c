@@ -16,6 +16,12 @@
  * its stack is, then aborts. Any other fault goes to whatever handler was
  * there before us (or the default action), so faulthandler and crash
  * reporters keep working.
+ *
+ * fork(): the handler and the alternate stack of the forking thread are
+ * inherited, and kept. The stack size read from the environment stays
+ * valid. Pooled stacks of the forking thread's hub are unmapped in the
+ * child (hub.c); a child that goes on on a green thread's stack keeps its
+ * guard page, but an overflow there is a plain SIGSEGV, not a report.
  */
 #include <errno.h>
 #include <signal.h>

@@ -28,7 +28,7 @@ typedef pid_t (*pl_try_fn)(void *ctx);
  * flags can use a pidfd. */
 static pid_t pl_wait_child(pid_t pid, int options, pl_try_fn try_fn, void *ctx)
 {
-    double pause = 0.001;
+    double pause = PL_PAUSE_FIRST;
     int saved = errno, pfd = -1;
     pid_t r = try_fn(ctx);
 
@@ -38,7 +38,7 @@ static pid_t pl_wait_child(pid_t pid, int options, pl_try_fn try_fn, void *ctx)
         pfd = (int)syscall(SYS_pidfd_open, pid, 0);
     for (;;) {
         int w = pfd >= 0 ? green_wait_fd(pfd, GREEN_READ, -1)
-                         : green_sleep(pause);
+                         : pl_pause(&pause, -1);
         if (w < 0 && errno == EINTR) {
             r = -1;
             break;
@@ -46,8 +46,6 @@ static pid_t pl_wait_child(pid_t pid, int options, pl_try_fn try_fn, void *ctx)
         r = try_fn(ctx);
         if (r != 0)
             break;
-        if (pause < 0.05)
-            pause *= 2;
     }
     if (pfd >= 0) {
         int e = errno;

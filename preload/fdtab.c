@@ -7,6 +7,10 @@
  * racing on one fd number is already a bug in the program (one of them
  * uses a closed fd), and the worst a torn entry can do is make one call
  * classify the fd again.
+ *
+ * fork() needs nothing here: the child inherits every fd number and the
+ * open file behind it, so each entry stays true in the child (a flag we
+ * set on a shared file is set for both processes).
  */
 #include <errno.h>
 #include <fcntl.h>

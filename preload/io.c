@@ -115,14 +115,13 @@ static int pl_is_stream(int fd)
 /* Between two looks of a MSG_PEEK|MSG_WAITALL read at a stream that holds
  * only part of what was asked: a peek cannot move past what it saw, and
  * the fd stays readable, so there is nothing to wait on but time. Pauses
- * (growing, as for a full AF_UNIX backlog) and returns 0 to look again, or
- * -1 when what is queued is the answer, as libc gives it: the peer shut
- * down, SO_RCVTIMEO ran out, or the pause was interrupted. */
+ * (pl_pause) and returns 0 to look again, or -1 when what is queued is
+ * the answer, as libc gives it: the peer shut down, SO_RCVTIMEO ran out,
+ * or the pause was interrupted. */
 static int pl_peek_pause(int fd, struct pl_fd *e, double *deadline,
                          double *pause)
 {
     struct pollfd p = {fd, POLLRDHUP, 0};
-    double nap = *pause;
 
     if (*deadline == -2) {
         pl_fd_load_timeouts(fd, e);
@@ -130,18 +129,7 @@ static int pl_peek_pause(int fd, struct pl_fd *e, double *deadline,
     }
     if (REAL(poll)(&p, 1, 0) != 0)
         return -1;
-    if (*deadline >= 0) {
-        double left = *deadline - pl_now();
-        if (left <= 0)
-            return -1;
-        if (nap > left)
-            nap = left;
-    }
-    if (green_sleep(nap) < 0)
-        return -1;
-    if (*pause < 0.05)
-        *pause *= 2;
-    return 0;
+    return pl_pause(pause, *deadline);
 }
 
 /* The cooperative transfer. For writes, and reads with MSG_WAITALL on a
@@ -156,7 +144,7 @@ static ssize_t pl_xfer(int fd, struct pl_fd *e, int dir, struct msghdr *m,
     struct msghdr cur, *use = m;
     size_t total = 0, done = 0;
     double deadline = -2; /* not computed yet */
-    double pause = 0.001; /* MSG_PEEK|MSG_WAITALL only */
+    double pause = PL_PAUSE_FIRST; /* MSG_PEEK|MSG_WAITALL only */
     int saved = errno; /* a success leaves it alone, as libc's does */
     int whole = dir == PL_OUT ||
                 ((flags & MSG_WAITALL) && e->kind == PL_SOCKET);

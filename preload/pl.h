@@ -1,5 +1,6 @@
 /* preload/pl.h - what every wrapper file shares: the pass-through test,
- * deadlines, and the park that replaces a blocking wait.
+ * deadlines, the park that replaces a blocking wait, and the pause
+ * between retries of a wait that nothing can signal.
  */
 #ifndef LIBGREEN_PRELOAD_PL_H
 #define LIBGREEN_PRELOAD_PL_H
@@ -83,6 +84,33 @@ static inline int pl_wait(int fd, int events, double deadline)
     if (errno == ETIMEDOUT)
         errno = EAGAIN;
     return -1;
+}
+
+/* Retry pauses, for waits with no fd to watch (a full AF_UNIX backlog, a
+ * partial MSG_PEEK, a child without a pidfd): 1 ms, doubling to 50 ms. */
+#define PL_PAUSE_FIRST 0.001
+#define PL_PAUSE_MAX 0.05
+
+/* Sleeps *pause (start it at PL_PAUSE_FIRST) but never past deadline
+ * (absolute, < 0: none), then doubles it: 0 to retry, or -1 with errno
+ * EAGAIN (deadline passed) or EINTR. Switches. */
+static inline int pl_pause(double *pause, double deadline)
+{
+    double nap = *pause;
+
+    if (deadline >= 0) {
+        double left = deadline - pl_now();
+        if (left <= 0) {
+            errno = EAGAIN;
+            return -1;
+        }
+        if (nap > left)
+            nap = left;
+    }
+    if (green_sleep(nap) < 0)
+        return -1;
+    *pause = *pause * 2 < PL_PAUSE_MAX ? *pause * 2 : PL_PAUSE_MAX;
+    return 0;
 }
 
 #endif

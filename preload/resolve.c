@@ -16,6 +16,14 @@
  * Pool size: LIBGREEN_RESOLVER_THREADS (default 4, 1..64). Threads are
  * started on first use, so programs that never resolve in a green thread
  * never get them. Outside green threads every call is libc's.
+ *
+ * fork(): the child has none of the workers, and none of the green
+ * threads whose jobs are queued (hard rule 6). Its pool starts empty - no
+ * thread, nobody idle, no job - and grows again on its first lookup; the
+ * locks and the condition variable are made afresh, since dead workers
+ * may be counted as waiting on the copy. A fork first waits (briefly) for
+ * the lookups in flight, so that none holds one of glibc's own locks at
+ * that moment (see pl_rlookups).
  */
 #include <netdb.h>
 #include <pthread.h>
@@ -65,9 +73,22 @@ static pthread_cond_t pl_rcond = PTHREAD_COND_INITIALIZER;
 static struct pl_rjob *pl_rhead, *pl_rtail;
 static int pl_rthreads, pl_ridle;
 
-static void pl_rjob_run(struct pl_rjob *j)
+/* Read-held around every lookup in libc, write-held across fork(): glibc
+ * takes locks of its own inside a lookup (reading resolv.conf, asking
+ * netlink for the local addresses) and nothing resets them in a child,
+ * so a fork that caught a worker holding one would leave every lookup in
+ * the child hanging. Writers first, so a fork is not held off forever by
+ * lookups that keep starting. */
+static pthread_rwlock_t pl_rlookups = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
+
+/* How long a fork waits for the lookups in flight, in seconds. glibc holds
+ * its locks for microseconds, while it reads its configuration; a lookup
+ * still running after this waits on a DNS server, holding none, and the
+ * fork goes ahead without it. */
+#define PL_RFORK_WAIT 1
+
+static void pl_rjob_call(struct pl_rjob *j)
 {
-    errno = 0;
     switch (j->kind) {
     case PL_GAI:
         j->rc = REAL(getaddrinfo)(j->u.gai.node, j->u.gai.service,
@@ -95,7 +116,15 @@ static void pl_rjob_run(struct pl_rjob *j)
                                       &j->herr);
         break;
     }
+}
+
+static void pl_rjob_run(struct pl_rjob *j)
+{
+    pthread_rwlock_rdlock(&pl_rlookups);
+    errno = 0;
+    pl_rjob_call(j);
     j->err = errno;
+    pthread_rwlock_unlock(&pl_rlookups);
 }
 
 /* Runs on the caller's hub: the job is done and may now be read. */
@@ -131,6 +160,47 @@ static void *pl_rworker(void *unused)
     return NULL;
 }
 
+/* The pthread_atfork handlers, registered with the first lookup. The
+ * forking thread waits for the lookups in flight (pl_rlookups), then
+ * holds pl_rlock across fork(), so no worker is halfway through the queue
+ * in the child's copy. glibc runs one fork's handlers at a time, so one
+ * flag says whether this fork got pl_rlookups. */
+static int pl_rfork_waited;
+
+static void pl_rfork_prepare(void)
+{
+    struct timespec until;
+
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += PL_RFORK_WAIT;
+    pl_rfork_waited = pthread_rwlock_clockwrlock(&pl_rlookups, CLOCK_MONOTONIC,
+                                                 &until) == 0;
+    pthread_mutex_lock(&pl_rlock);
+}
+
+static void pl_rfork_parent(void)
+{
+    pthread_mutex_unlock(&pl_rlock);
+    if (pl_rfork_waited)
+        pthread_rwlock_unlock(&pl_rlookups);
+}
+
+static void pl_rfork_child(void)
+{
+    pthread_mutex_init(&pl_rlock, NULL);
+    pthread_cond_init(&pl_rcond, NULL);
+    pl_rlookups = (pthread_rwlock_t)PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
+    pl_rhead = pl_rtail = NULL;
+    pl_rthreads = pl_ridle = 0;
+}
+
+static void pl_rfork_register(void)
+{
+    pthread_atfork(pl_rfork_prepare, pl_rfork_parent, pl_rfork_child);
+}
+
+static pthread_once_t pl_rfork_once = PTHREAD_ONCE_INIT;
+
 static int pl_rpool_max(void)
 {
     const char *e = getenv("LIBGREEN_RESOLVER_THREADS");
@@ -146,6 +216,9 @@ static void pl_rjob_submit(struct pl_rjob *j)
 {
     int start = 0;
 
+    /* Never under pl_rlock: a fork in progress holds glibc's atfork lock
+     * while its prepare handler waits for ours. */
+    pthread_once(&pl_rfork_once, pl_rfork_register);
     j->g = green_current();
     j->hub = green_hub_of(j->g);
     j->delivered = 0;

@@ -19,10 +19,17 @@
  * receives exactly one green_unpark (direct on its own hub, posted from
  * any other thread), and does not leave until it has: no wake-up can
  * land on a later, unrelated park.
+ *
+ * fork(): every registered waiter is a parked green thread of the parent,
+ * which the child does not have (hard rule 6; the forking context itself
+ * is never registered: it is running). The child starts with an empty
+ * table, so a post there cannot spend its wake-up on a dead waiter, nor
+ * sem_post keep paying for the table lookup.
  */
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "preload/pl.h"
 
@@ -39,6 +46,25 @@ struct pl_semwait {
 static pthread_mutex_t pl_sem_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct pl_semwait *pl_sem_table[PL_SEM_BUCKETS];
 static int pl_sem_waiters; /* read without the lock by sem_post */
+
+/* The pthread_atfork handlers, registered with the first green wait. The
+ * forking thread holds pl_sem_lock across fork(), so the copy is whole. */
+static void pl_sem_fork_prepare(void) { pthread_mutex_lock(&pl_sem_lock); }
+static void pl_sem_fork_parent(void) { pthread_mutex_unlock(&pl_sem_lock); }
+
+static void pl_sem_fork_child(void)
+{
+    pthread_mutex_init(&pl_sem_lock, NULL);
+    memset(pl_sem_table, 0, sizeof pl_sem_table);
+    pl_sem_waiters = 0;
+}
+
+static void pl_sem_fork_register(void)
+{
+    pthread_atfork(pl_sem_fork_prepare, pl_sem_fork_parent, pl_sem_fork_child);
+}
+
+static pthread_once_t pl_sem_fork_once = PTHREAD_ONCE_INIT;
 
 static struct pl_semwait **pl_sem_bucket(sem_t *sem)
 {
@@ -131,6 +157,9 @@ static int pl_sem_wait_green(sem_t *sem, double deadline)
 {
     struct pl_semwait w;
 
+    /* Never under pl_sem_lock: a fork in progress holds glibc's atfork
+     * lock while its prepare handler waits for ours. */
+    pthread_once(&pl_sem_fork_once, pl_sem_fork_register);
     w.sem = sem;
     w.g = green_current();
     w.hub = green_hub_of(w.g);

@@ -5,8 +5,11 @@
  * good (PL_NB_INTERNAL) and parks on EAGAIN. fcntl and ioctl keep showing
  * the caller the blocking socket it asked for, and callers outside green
  * threads get blocking behaviour back: their EAGAIN turns into a real
- * poll() and a retry. Listening sockets are not the stdio of children, so
- * the flag on the shared description harms nobody.
+ * poll() and a retry. Listening sockets are seldom the stdio of children,
+ * so the flag on the shared description rarely shows: only a process that
+ * shares the socket without our record of it (forked before the first
+ * green accept, or handed the fd) and accepts outside green threads would
+ * see an EAGAIN. The bundled server's listener is non-blocking anyway.
  *
  * connect sets O_NONBLOCK only for its own duration and puts the flags
  * back, parks until the socket is writable and reads SO_ERROR: the
@@ -128,32 +131,21 @@ PL_EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
     return pl_accept(fd, addr, alen, flags);
 }
 
+/* A full AF_UNIX backlog gives EAGAIN and no readiness to wait for:
+ * retry after a growing pause (pl_pause) until SO_SNDTIMEO's deadline,
+ * then fail with EAGAIN as a blocking connect would. */
 static int pl_connect_unix_retry(int fd, const struct sockaddr *addr,
                                  socklen_t alen, double deadline)
 {
-    /* A full AF_UNIX backlog gives EAGAIN and no readiness to wait for:
-     * retry with a short, growing sleep. */
-    double pause = 0.001;
+    double pause = PL_PAUSE_FIRST;
     int r;
 
     for (;;) {
-        double nap = pause;
-        if (deadline >= 0) { /* the last nap ends at the deadline, not before */
-            double left = deadline - pl_now();
-            if (left <= 0) {
-                errno = EAGAIN;
-                return -1;
-            }
-            if (nap > left)
-                nap = left;
-        }
-        if (green_sleep(nap) < 0)
+        if (pl_pause(&pause, deadline) < 0)
             return -1;
         r = REAL(connect)(fd, addr, alen);
         if (r == 0 || errno != EAGAIN)
             return r;
-        if (pause < 0.05)
-            pause *= 2;
     }
 }
 

@@ -10,6 +10,13 @@
  * is interposed to map it back to the OS thread the green thread runs on:
  * pthread_kill(get_ident(), sig) signals that thread, as it would without
  * libgreen. Real pthread_t values pass through untouched.
+ *
+ * fork(): a thread keeps its pthread_t in the child, and CPython relies on
+ * it (3.13 checks that the thread that took its import lock before the
+ * fork releases it after). When a green thread forks, the child goes on
+ * in its code as the main context of its only OS thread (hard rule 6), so
+ * that context keeps the green thread's identity - which still maps to
+ * the child's OS thread (hub/ident.c) - and so does any child it forks.
  */
 #include <pthread.h>
 #include <sched.h>
@@ -17,12 +24,51 @@
 
 #include "preload/pl.h"
 
+/* The identity this OS thread's main context kept across fork(), or 0. */
+static __thread uintptr_t pl_tls_kept_ident
+    __attribute__((tls_model("initial-exec")));
+
+/* The forking context's identity, from the prepare handler to the child
+ * handler (glibc runs one fork's handlers at a time). */
+static uintptr_t pl_fork_ident;
+
+static void pl_self_fork_prepare(void)
+{
+    struct green *g = green_current();
+
+    pl_fork_ident = g ? green_ident(g) : pl_tls_kept_ident;
+}
+
+static void pl_self_fork_child(void) { pl_tls_kept_ident = pl_fork_ident; }
+
+static void pl_self_fork_register(void)
+{
+    pthread_atfork(pl_self_fork_prepare, NULL, pl_self_fork_child);
+}
+
+/* Registers the handlers when the first green identity is handed out:
+ * before that, no context has one to keep. */
+static void pl_self_fork_handlers(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    static int done;
+
+    if (pl_likely(__atomic_load_n(&done, __ATOMIC_ACQUIRE)))
+        return;
+    pthread_once(&once, pl_self_fork_register);
+    __atomic_store_n(&done, 1, __ATOMIC_RELEASE);
+}
+
 PL_EXPORT pthread_t pthread_self(void)
 {
     struct green *g = green_current();
 
-    if (pl_likely(!g) || pl_disabled)
+    if (pl_likely(!g) || pl_disabled) {
+        if (pl_unlikely(pl_tls_kept_ident))
+            return (pthread_t)pl_tls_kept_ident;
         return REAL(pthread_self)();
+    }
+    pl_self_fork_handlers();
     return (pthread_t)green_ident(g);
 }
 

@@ -1,10 +1,12 @@
 """tests/integration/test_slow_resolver.py - a slow DNS server stalls only
-the green thread that asked (hard rule 9).
+the green thread that asked (hard rule 9), and a fork made while a lookup
+waits for it leaves a child that resolves (hard rule 6).
 
-The test runs in private mount and network namespaces (unshare, as root):
-its own loopback, a DNS responder on 127.0.0.1:53 that answers after 1 s,
-and /etc/resolv.conf bind-mounted to point at it. Nothing leaves the
-namespace. Skipped where namespaces cannot be made (not root, no unshare).
+Each test runs in private mount and network namespaces (unshare, as root):
+its own loopback, a DNS responder on 127.0.0.1:53 that answers after a
+delay, and /etc/resolv.conf bind-mounted to point at it. Nothing leaves
+the namespace. Skipped where namespaces cannot be made (not root, no
+unshare).
 """
 import json
 import os
@@ -75,31 +77,76 @@ def _can_unshare():
     return r.returncode == 0
 
 
-@pytest.mark.skipif(not os.path.exists(SO), reason="build/libgreen.so not built")
-@pytest.mark.skipif(not _can_unshare(), reason="needs root and unshare -mn (namespaces)")
-def test_slow_dns_stalls_only_the_caller():
+def run_in_netns(client, delay):
+    """Runs the client program under the preload in private namespaces
+    whose DNS server answers after delay seconds; returns its JSON line."""
     with tempfile.TemporaryDirectory() as tmp:
         with open(os.path.join(tmp, "dns.py"), "w") as f:
             f.write(DNS_SERVER)
         with open(os.path.join(tmp, "client.py"), "w") as f:
-            f.write(CLIENT)
+            f.write(client)
         with open(os.path.join(tmp, "resolv.conf"), "w") as f:
             f.write("nameserver 127.0.0.1\noptions timeout:5 attempts:1\n")
         script = textwrap.dedent("""
             set -e
             ip link set lo up
             mount --bind {tmp}/resolv.conf /etc/resolv.conf
-            {py} {tmp}/dns.py 1.0 > {tmp}/dns.out 2>&1 &
+            {py} {tmp}/dns.py {delay} > {tmp}/dns.out 2>&1 &
             dns=$!
             trap 'kill $dns 2>/dev/null' EXIT
             for i in $(seq 100); do grep -q ready {tmp}/dns.out && break; sleep 0.05; done
             LD_PRELOAD={so} {py} {tmp}/client.py
-        """).format(tmp=tmp, py=PYTHON, so=SO)
+        """).format(tmp=tmp, py=PYTHON, so=SO, delay=delay)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LD_", "PYTHON"))}
         proc = subprocess.run(["unshare", "-mn", "bash", "-c", script], env=env,
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
-        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+pytestmark = [
+    pytest.mark.skipif(not os.path.exists(SO), reason="build/libgreen.so not built"),
+    pytest.mark.skipif(not _can_unshare(), reason="needs root and unshare -mn (namespaces)"),
+]
+
+
+def test_slow_dns_stalls_only_the_caller():
+    r = run_in_netns(CLIENT, 1.0)
     assert r["addr"] == "10.9.8.7"
     assert r["lookup"] >= 0.9            # the answer really was slow
     assert r["workers_max"] < 0.6        # and nobody else waited for it
+
+
+# A fork while a resolver worker waits for the slow answer: the fork waits
+# for lookups in flight only briefly (about a second), the child resolves
+# at once from its main context and from a green thread, and the parent's
+# lookup still gets its answer.
+FORK_CLIENT = r'''
+import json, os, signal, socket, time, libgreen
+def lookup(name):
+    return socket.getaddrinfo(name, 80, socket.AF_INET,
+                              socket.SOCK_STREAM)[0][4][0]
+t0 = time.monotonic()
+g = libgreen.spawn(lookup, "slow.libgreen.test")
+libgreen.sleep(0.2)                  # the worker now waits on the server
+f0 = time.monotonic()
+pid = os.fork()
+if pid == 0:
+    signal.alarm(10)
+    c0 = time.monotonic()
+    ok = (lookup("localhost") == "127.0.0.1" and
+          libgreen.spawn(lookup, "localhost").wait(timeout=8) == "127.0.0.1")
+    os._exit(0 if ok and time.monotonic() - c0 < 2 else 1)
+fork = time.monotonic() - f0
+_, status = os.waitpid(pid, 0)
+print(json.dumps({"child": os.waitstatus_to_exitcode(status), "fork": fork,
+                  "addr": g.wait(timeout=10), "lookup": time.monotonic() - t0}))
+'''
+
+
+def test_fork_while_a_lookup_waits_on_the_dns_server():
+    r = run_in_netns(FORK_CLIENT, 3.0)
+    assert r["child"] == 0
+    assert r["fork"] < 2.0               # not held for the whole lookup
+    assert r["addr"] == "10.9.8.7"
+    assert r["lookup"] >= 2.9
