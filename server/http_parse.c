@@ -544,7 +544,8 @@ static int classify_target(struct srv_request *req, const char **why)
         req->form = SRV_FORM_ASTERISK;
         return 0;
     } else {
-        if (check_authority_form(t, n, why) == 0) {
+        const char *not_authority;
+        if (check_authority_form(t, n, &not_authority) == 0) {
             *why = "authority-form target (host:port) is for CONNECT only";
             return 400;
         }
@@ -855,6 +856,14 @@ static const struct refused_trailer {
 };
 #undef REFUSED
 
+/* Keeps the start of a trailer name, lowercased; stops at KEPT bytes,
+ * which is longer than any refused name. */
+static inline void keep_trailer_name(struct srv_chunked *st, unsigned char c)
+{
+    if (st->tname_len_ < SRV_TRAILER_NAME_KEPT)
+        st->tname_[st->tname_len_++] = (char)(c | 0x20);
+}
+
 /* The reason the trailer name just ended is refused, or NULL. tname_ holds
  * it lowercased with c | 0x20, which maps no tchar other than an
  * uppercase letter onto a lowercase letter or '-', so the compare is
@@ -1030,8 +1039,8 @@ ssize_t srv_chunked_decode(struct srv_chunked *st, char *buf, size_t *len)
             if (c == '\r') {
                 state = CK_END_LF;
             } else if (IS(c, C_TOKEN)) {
-                st->tname_[0] = (char)(c | 0x20);
-                st->tname_len_ = 1;
+                st->tname_len_ = 0;
+                keep_trailer_name(st, c);
                 state = CK_TR_NAME;
             } else {
                 FAIL(is_ows((char)c) ? "obs-fold in trailer" : "invalid trailer field");
@@ -1045,9 +1054,8 @@ ssize_t srv_chunked_decode(struct srv_chunked *st, char *buf, size_t *len)
                 state = CK_TR_VALUE;
             } else if (!IS(c, C_TOKEN)) {
                 FAIL("invalid trailer field name");
-            } else if (st->tname_len_ < SRV_TRAILER_NAME_KEPT) {
-                /* stops at KEPT bytes: longer than any refused name */
-                st->tname_[st->tname_len_++] = (char)(c | 0x20);
+            } else {
+                keep_trailer_name(st, c);
             }
             break;
         case CK_TR_VALUE:
