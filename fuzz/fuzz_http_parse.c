@@ -7,7 +7,11 @@
  * If the head says chunked, the rest of the input is decoded as its body;
  * if it is not a head at all, the whole input is decoded as a chunked body
  * (so the decoder gets fuzzed directly too). Each decoding is repeated
- * split in two and byte by byte, and all must agree.
+ * split in two and byte by byte, and all must agree. The strictness rules
+ * are checked by code written apart from the parser's: no singleton field
+ * twice in an accepted head, only CONNECT with authority-form, only
+ * http(s) with a host and no userinfo in absolute-form, and no framing,
+ * routing or credential field in the trailers of an accepted body.
  *
  * Run: scripts/fuzz-http-parse
  */
@@ -15,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "server/http_parse.h"
 
@@ -43,6 +48,65 @@ static int is_tchar(unsigned char c)
 static int is_vchar_or_ws(unsigned char c)
 {
     return c == '\t' || c == ' ' || (c > 0x20 && c != 0x7f);
+}
+
+/* Fields an accepted head carries at most once (http_parse.c's
+ * semantic_field says why). */
+static const char *const singletons[] = {
+    "host", "content-length", "content-type", "authorization",
+    "proxy-authorization", "range", "if-range", "content-range",
+    "if-modified-since", "if-unmodified-since", "max-forwards", "origin",
+    "referer",
+};
+
+/* Fields an accepted trailer section never carries (refused_trailers). */
+static const char *const refused_trailers[] = {
+    "content-length", "transfer-encoding", "trailer", "connection",
+    "keep-alive", "proxy-connection", "te", "upgrade", "host",
+    "max-forwards", "forwarded", "x-forwarded-for", "x-forwarded-host",
+    "x-forwarded-proto", "cache-control", "pragma", "expect", "range",
+    "if-match", "if-none-match", "if-modified-since", "if-unmodified-since",
+    "if-range", "authorization", "proxy-authorization", "cookie",
+    "set-cookie", "content-encoding", "content-type", "content-range",
+};
+
+#define COUNT(a) (sizeof (a) / sizeof (a)[0])
+
+static int name_is(const char *p, size_t n, const char *lit)
+{
+    return n == strlen(lit) && strncasecmp(p, lit, n) == 0;
+}
+
+static void check_target_form(const struct srv_request *req)
+{
+    const char *t = req->target;
+    size_t n = req->target_len;
+    int connect = req->method_len == 7 && memcmp(req->method, "CONNECT", 7) == 0;
+
+    ASSERT(connect == (req->form == SRV_FORM_AUTHORITY));
+    if (req->form == SRV_FORM_AUTHORITY) {
+        ASSERT(t[0] != ':' && t[n - 1] >= '0' && t[n - 1] <= '9');
+        ASSERT(!memchr(t, '@', n) && !memchr(t, '/', n) && !memchr(t, '?', n));
+    }
+    if (req->form == SRV_FORM_ABSOLUTE) {
+        size_t s = n >= 7 && strncasecmp(t, "http://", 7) == 0 ? 7 :
+                   n >= 8 && strncasecmp(t, "https://", 8) == 0 ? 8 : 0;
+        ASSERT(s);
+        size_t a = s;
+        while (a < n && t[a] != '/' && t[a] != '?')
+            a++;
+        ASSERT(a > s && t[s] != ':' && !memchr(t + s, '@', a - s));
+    }
+}
+
+static void check_singletons(const struct srv_request *req)
+{
+    for (size_t k = 0; k < COUNT(singletons); k++) {
+        int seen = 0;
+        for (size_t i = 0; i < req->nheaders; i++)
+            seen += name_is(req->headers[i].name, req->headers[i].name_len, singletons[k]);
+        ASSERT(seen <= 1);
+    }
 }
 
 static int parse(const char *buf, size_t len, struct srv_request *req,
@@ -115,6 +179,8 @@ static void check_head(const char *buf, size_t len, const struct srv_limits *lim
         }
         prev = f->value + f->value_len;
     }
+    check_target_form(&req);
+    check_singletons(&req);
     ASSERT(req.content_length >= -1);
     ASSERT(!(req.chunked && req.content_length != -1));
     ASSERT(!req.chunked || req.minor == 1);
@@ -194,6 +260,36 @@ static void decode(const char *src, size_t n, size_t step, size_t first,
     }
 }
 
+/* src[0..n) was accepted as a whole chunked body: walk it without any
+ * validation (it is well-formed) to its trailer section and check that no
+ * trailer there is one that must be refused. */
+static void check_accepted_trailers(const char *src, size_t n)
+{
+    const char *p = src, *e = src + n;
+    for (;;) {
+        uint64_t size = 0;
+        for (; *p != ';' && *p != '\r'; p++)
+            size = size * 16 + (uint64_t)(*p <= '9' ? *p - '0' : (*p | 0x20) - 'a' + 10);
+        p = memchr(p, '\n', (size_t)(e - p));
+        ASSERT(p);
+        p++;
+        if (size == 0)
+            break;
+        ASSERT(size + 2 <= (uint64_t)(e - p));
+        p += size + 2;
+    }
+    while (*p != '\r') {
+        const char *colon = memchr(p, ':', (size_t)(e - p));
+        ASSERT(colon);
+        for (size_t k = 0; k < COUNT(refused_trailers); k++)
+            ASSERT(!name_is(p, (size_t)(colon - p), refused_trailers[k]));
+        p = memchr(colon, '\n', (size_t)(e - colon));
+        ASSERT(p);
+        p++;
+    }
+    ASSERT(e - p == 2 && p[1] == '\n');
+}
+
 static void check_chunked(const char *src, size_t n, const struct srv_chunked *proto)
 {
     char *o1 = malloc(n + 1), *o2 = malloc(n + 1);
@@ -201,8 +297,10 @@ static void check_chunked(const char *src, size_t n, const struct srv_chunked *p
 
     decode(src, n, 0, 0, proto, o1, &a);
     ASSERT(a.outlen <= n);
-    if (a.ret >= 0)
+    if (a.ret >= 0) {
         ASSERT((size_t)a.ret < n && a.outlen + (size_t)a.ret + 5 <= n); /* "0\r\n\r\n" */
+        check_accepted_trailers(src, n - (size_t)a.ret);
+    }
 
     /* split in two, at a point that depends on the input */
     size_t cut = n ? (size_t)(unsigned char)src[n / 2] % (n + 1) : 0;

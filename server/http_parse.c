@@ -24,8 +24,9 @@
  *    target non-empty without SP/CTL/DEL or '#' (bytes >= 0x80 are accepted), the
  *    version exactly "HTTP/1.0" or "HTTP/1.1". A well-formed
  *    "HTTP/<d>.<d>" of another version is 505; anything else is 400. The
- *    target must be origin-form ("/..."), absolute-form ("scheme:..."),
- *    "*" with OPTIONS only, or authority-form with CONNECT only.
+ *    target must be origin-form ("/..."), absolute-form (an http or https
+ *    URI with a valid, non-empty host and no userinfo), "*" with OPTIONS
+ *    only, or authority-form ("host:port") with CONNECT only.
  *  - Up to SRV_MAX_LEADING_EMPTY_LINES (4) CRLFs before the request line
  *    are skipped (RFC 9112 §2.2 asks for at least one); a 5th is 400.
  *  - Content-Length must be 1*DIGIT (leading zeros allowed) fitting int64.
@@ -40,6 +41,9 @@
  *    501. Together with Content-Length, or in an HTTP/1.0 request: 400.
  *  - Host: missing in HTTP/1.1, present twice, or not uri-host [":" port]
  *    (RFC 9112 3.2): 400.
+ *  - A repeated singleton field whose meaning two hops could read
+ *    differently (Content-Type, Authorization, Range, If-Modified-Since,
+ *    Origin, Referer, ...: the list and reasons are at semantic_field): 400.
  *  - Limits: request line > max_request_line: 414; a field line >
  *    max_header_size, more than max_headers fields (or more than the
  *    caller's array holds), a head > max_head_size: 431.
@@ -48,7 +52,10 @@
  *    with no whitespace anywhere (we choose not to allow RFC 9112's BWS:
  *    no legitimate client sends it and it is a known smuggling vector). Each
  *    chunk's data must be followed by CRLF. Trailer fields are validated
- *    like header fields, bounded by max_trailer_size, then discarded. The
+ *    like header fields, bounded by max_trailer_size, then discarded; a
+ *    trailer carrying a framing, routing, connection, request-modifier,
+ *    credential or content-metadata field (Content-Length, Host,
+ *    Authorization, ...: the list is at refused_trailers) is 400. The
  *    size of one chunk-size line and the total of extension bytes are
  *    bounded too, so a body cannot be made of extensions alone.
  *
@@ -178,6 +185,7 @@ struct head_state {
     int te_seen, te_chunked, te_last_chunked, te_unknown;
     int conn_close, conn_keep_alive;
     int expect_continue;
+    unsigned singles;     /* ONE_* bits: singleton fields seen */
 };
 
 static int fail(struct srv_request *req, size_t cap, int status, const char *why)
@@ -261,8 +269,109 @@ static int valid_host(const char *v, size_t len)
     return 1;
 }
 
-/* Interprets the fields that matter for framing and connection handling.
- * Returns 0, or the status of the error with *why set. */
+/* Content-Length = 1*DIGIT fitting int64 (RFC 9110 8.6); see the top of
+ * the file for why any repetition is refused. */
+static int content_length_field(struct head_state *hs, const char *v, size_t vlen,
+                                int64_t *content_length, const char **why)
+{
+    int64_t x = 0;
+
+    if (hs->cl_seen) {
+        *why = "more than one Content-Length";
+        return 400;
+    }
+    hs->cl_seen = 1;
+    if (vlen == 0) {
+        *why = "invalid Content-Length";
+        return 400;
+    }
+    for (size_t i = 0; i < vlen; i++) {
+        unsigned d = (unsigned)(unsigned char)v[i] - '0';
+        if (d > 9) {
+            *why = "invalid Content-Length";
+            return 400;
+        }
+        if (x > (INT64_MAX - (int64_t)d) / 10) {
+            *why = "Content-Length too large";
+            return 400;
+        }
+        x = x * 10 + (int64_t)d;
+    }
+    *content_length = x;
+    return 0;
+}
+
+static int transfer_encoding_field(struct head_state *hs, const struct srv_request *req,
+                                   const char *v, size_t vlen, const char **why)
+{
+    if (req->minor == 0) {
+        *why = "Transfer-Encoding in an HTTP/1.0 request";
+        return 400;
+    }
+    hs->te_seen = 1;
+    FOR_EACH_ELEMENT(v, vlen, el, elen, {
+        if (EQ_CI(el, elen, "chunked")) {
+            hs->te_chunked++;
+            hs->te_last_chunked = 1;
+        } else {
+            hs->te_unknown = 1;
+            hs->te_last_chunked = 0;
+        }
+    });
+    return 0;
+}
+
+/* Singleton fields: RFC 9110 5.3 lets a recipient join repeated field
+ * lines with "," only for fields defined as lists; a repeated singleton is
+ * a message error, and here every one of them is one where two hops
+ * picking different lines (first, last, or the joined "a,b" the WSGI
+ * environ would show) changes what the request means:
+ *   Content-Type        the body's media type and multipart boundary
+ *                       (RFC 9110 8.3): which parser reads the body
+ *   Authorization,      credentials (RFC 9110 11.6.2, 11.7.2): a proxy
+ *   Proxy-Authorization may have checked one and the app sees another
+ *   Range, If-Range,    which bytes, and under which validator (RFC 9110
+ *   Content-Range       14.2, 13.1.5, 14.4): a cache and the app would
+ *                       serve different parts
+ *   If-Modified-Since,  one HTTP-date each (RFC 9110 13.1.3-4); an
+ *   If-Unmodified-Since HTTP-date has a comma, so a join cannot be undone
+ *   Max-Forwards        one integer (RFC 9110 7.6.2)
+ *   Origin, Referer     what CSRF checks compare (RFC 6454 7.3: at most
+ *                       one Origin; RFC 9110 10.1.3: Referer is one URI)
+ * Host and Content-Length are handled with their syntax. Left alone on
+ * purpose, although singletons too: Cookie (RFC 6265 5.4 asks for one,
+ * but HTTP/2 gateways and some clients send several and the environ joins
+ * them with "; "), and User-Agent, From, Date (harmless when joined, and
+ * refusing them would only break clients that duplicate them). */
+enum {
+    ONE_CONTENT_TYPE = 1 << 0, ONE_AUTHORIZATION = 1 << 1,
+    ONE_PROXY_AUTHORIZATION = 1 << 2, ONE_RANGE = 1 << 3,
+    ONE_IF_RANGE = 1 << 4, ONE_CONTENT_RANGE = 1 << 5,
+    ONE_IF_MODIFIED_SINCE = 1 << 6, ONE_IF_UNMODIFIED_SINCE = 1 << 7,
+    ONE_MAX_FORWARDS = 1 << 8, ONE_ORIGIN = 1 << 9, ONE_REFERER = 1 << 10,
+};
+
+static int once(struct head_state *hs, unsigned bit, const char *repeated,
+                const char **why)
+{
+    if (hs->singles & bit) {
+        *why = repeated;
+        return 400;
+    }
+    hs->singles |= bit;
+    return 0;
+}
+
+#define ONCE(lit, bit, Name)                                                \
+    do {                                                                    \
+        if (EQ_CI(n, nlen, lit))                                            \
+            return once(hs, (bit), "more than one " Name, why);             \
+    } while (0)
+
+/* Interprets the fields that matter for framing, connection handling and
+ * the singletons above; one switch on the name's length keeps the common
+ * fields that are none of these down to a compare or two. Returns 0, or
+ * the status of the error with *why set. */
 static int semantic_field(struct head_state *hs, const struct srv_request *req,
                           const char *n, size_t nlen, const char *v, size_t vlen,
                           int64_t *content_length, const char **why)
@@ -280,9 +389,19 @@ static int semantic_field(struct head_state *hs, const struct srv_request *req,
             }
         }
         break;
+    case 5:
+        ONCE("range", ONE_RANGE, "Range");
+        break;
     case 6:
         if (EQ_CI(n, nlen, "expect") && EQ_CI(v, vlen, "100-continue"))
             hs->expect_continue = 1;
+        ONCE("origin", ONE_ORIGIN, "Origin");
+        break;
+    case 7:
+        ONCE("referer", ONE_REFERER, "Referer");
+        break;
+    case 8:
+        ONCE("if-range", ONE_IF_RANGE, "If-Range");
         break;
     case 10:
         if (EQ_CI(n, nlen, "connection")) {
@@ -294,53 +413,104 @@ static int semantic_field(struct head_state *hs, const struct srv_request *req,
             });
         }
         break;
+    case 12:
+        ONCE("content-type", ONE_CONTENT_TYPE, "Content-Type");
+        ONCE("max-forwards", ONE_MAX_FORWARDS, "Max-Forwards");
+        break;
+    case 13:
+        ONCE("authorization", ONE_AUTHORIZATION, "Authorization");
+        ONCE("content-range", ONE_CONTENT_RANGE, "Content-Range");
+        break;
     case 14:
-        if (EQ_CI(n, nlen, "content-length")) {
-            if (hs->cl_seen) {
-                *why = "more than one Content-Length";
-                return 400;
-            }
-            hs->cl_seen = 1;
-            if (vlen == 0) {
-                *why = "invalid Content-Length";
-                return 400;
-            }
-            int64_t x = 0;
-            for (size_t i = 0; i < vlen; i++) {
-                unsigned d = (unsigned)(unsigned char)v[i] - '0';
-                if (d > 9) {
-                    *why = "invalid Content-Length";
-                    return 400;
-                }
-                if (x > (INT64_MAX - (int64_t)d) / 10) {
-                    *why = "Content-Length too large";
-                    return 400;
-                }
-                x = x * 10 + (int64_t)d;
-            }
-            *content_length = x;
-        }
+        if (EQ_CI(n, nlen, "content-length"))
+            return content_length_field(hs, v, vlen, content_length, why);
         break;
     case 17:
-        if (EQ_CI(n, nlen, "transfer-encoding")) {
-            if (req->minor == 0) {
-                *why = "Transfer-Encoding in an HTTP/1.0 request";
-                return 400;
-            }
-            hs->te_seen = 1;
-            FOR_EACH_ELEMENT(v, vlen, el, elen, {
-                if (EQ_CI(el, elen, "chunked")) {
-                    hs->te_chunked++;
-                    hs->te_last_chunked = 1;
-                } else {
-                    hs->te_unknown = 1;
-                    hs->te_last_chunked = 0;
-                }
-            });
-        }
+        if (EQ_CI(n, nlen, "transfer-encoding"))
+            return transfer_encoding_field(hs, req, v, vlen, why);
+        ONCE("if-modified-since", ONE_IF_MODIFIED_SINCE, "If-Modified-Since");
+        break;
+    case 19:
+        ONCE("proxy-authorization", ONE_PROXY_AUTHORIZATION, "Proxy-Authorization");
+        ONCE("if-unmodified-since", ONE_IF_UNMODIFIED_SINCE, "If-Unmodified-Since");
         break;
     }
     return 0;
+}
+#undef ONCE
+
+/* authority-form (RFC 9112 3.2.3), CONNECT's only form and only CONNECT's:
+ * uri-host ":" port, both non-empty, and nothing else (no userinfo, path
+ * or query). With another method "host:port" would pass for an
+ * absolute-URI whose scheme is "host"; a proxy in front could route it as
+ * authority-form while we served it as a path, so it is refused by name. */
+static int check_authority_form(const char *t, size_t n, const char **why)
+{
+    size_t colon = n;
+
+    while (colon > 0 && t[colon - 1] >= '0' && t[colon - 1] <= '9')
+        colon--;
+    if (colon == n || colon < 2 || t[colon - 1] != ':' || !valid_host(t, n)) {
+        *why = "CONNECT needs an authority-form target (host:port)";
+        return 400;
+    }
+    return 0;
+}
+
+/* absolute-form (RFC 9112 3.2.2). Only http and https URIs name something
+ * an HTTP server can serve (RFC 9110 4.2), so any other scheme is 400,
+ * however well-formed the URI. Both need "//" and a non-empty host (RFC
+ * 9110 4.2.1: a recipient MUST reject an empty one). The authority
+ * replaces the Host field (RFC 9112 3.2.2; it becomes HTTP_HOST), so it
+ * must be what a Host field may hold: userinfo ("user:pass@"), deprecated
+ * by RFC 9110 4.2.4 which says to treat it as an error, is 400, as is
+ * anything else valid_host refuses. */
+static int check_absolute_form(const char *t, size_t n, const char **why)
+{
+    size_t i = 0;
+
+    if (n >= 7 && eq_ci(t, 7, "http://", 7))
+        i = 7;
+    else if (n >= 8 && eq_ci(t, 8, "https://", 8))
+        i = 8;
+    if (i == 0) {
+        *why = "absolute-form target must be an http or https URI";
+        return 400;
+    }
+    const char *a = t + i;
+    size_t alen = 0;
+    while (i + alen < n && a[alen] != '/' && a[alen] != '?')
+        alen++;
+    if (memchr(a, '@', alen)) {
+        *why = "userinfo (user@) in the request-target";
+        return 400;
+    }
+    if (alen == 0 || a[0] == ':') {
+        *why = "empty host in the request-target";
+        return 400;
+    }
+    if (!valid_host(a, alen)) {
+        *why = "invalid host in the request-target";
+        return 400;
+    }
+    return 0;
+}
+
+/* scheme ":" with scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) */
+static int has_scheme(const char *t, size_t n)
+{
+    size_t i;
+    unsigned char c = (unsigned char)t[0];
+
+    if (!((c | 0x20) >= 'a' && (c | 0x20) <= 'z'))
+        return 0;
+    for (i = 1; i < n; i++) {
+        c = (unsigned char)t[i];
+        if (!(((c | 0x20) >= 'a' && (c | 0x20) <= 'z') ||
+              (c >= '0' && c <= '9') || c == '+' || c == '-' || c == '.'))
+            break;
+    }
+    return i < n && t[i] == ':';
 }
 
 /* Splits the target into path and query and checks its form. */
@@ -354,14 +524,8 @@ static int classify_target(struct srv_request *req, const char **why)
     req->query = NULL;
     req->query_len = 0;
     if (req->method_len == 7 && memcmp(req->method, "CONNECT", 7) == 0) {
-        /* authority-form: host ":" port, nothing else. */
-        if (t[0] == '/' || t[0] == '*' || !memchr(t, ':', n) ||
-            memchr(t, '/', n) || memchr(t, '?', n)) {
-            *why = "CONNECT needs an authority-form target";
-            return 400;
-        }
         req->form = SRV_FORM_AUTHORITY;
-        return 0;
+        return check_authority_form(t, n, why);
     }
     if (memchr(t, '#', n)) {
         /* A fragment is the client's business (RFC 9110 4.2.4): none of
@@ -380,23 +544,18 @@ static int classify_target(struct srv_request *req, const char **why)
         req->form = SRV_FORM_ASTERISK;
         return 0;
     } else {
-        /* absolute-form: scheme ":" ..., scheme = ALPHA *(ALPHA/DIGIT/+-.) */
-        size_t i = 0;
-        unsigned char c = (unsigned char)t[0];
-        if (!((c | 0x20) >= 'a' && (c | 0x20) <= 'z')) {
+        const char *not_authority;
+        if (check_authority_form(t, n, &not_authority) == 0) {
+            *why = "authority-form target (host:port) is for CONNECT only";
+            return 400;
+        }
+        if (!has_scheme(t, n)) {
             *why = "invalid request-target";
             return 400;
         }
-        for (i = 1; i < n; i++) {
-            c = (unsigned char)t[i];
-            if (!(((c | 0x20) >= 'a' && (c | 0x20) <= 'z') ||
-                  (c >= '0' && c <= '9') || c == '+' || c == '-' || c == '.'))
-                break;
-        }
-        if (i == n || t[i] != ':') {
-            *why = "invalid request-target";
-            return 400;
-        }
+        int st = check_absolute_form(t, n, why);
+        if (st)
+            return st;
         req->form = SRV_FORM_ABSOLUTE;
     }
     const char *q = memchr(t, '?', n);
@@ -632,6 +791,93 @@ enum {
     CK_ERROR,
 };
 
+/* Fields a trailer section must not carry. RFC 9110 6.5.1: fields needed
+ * before the content can be processed cannot come after it, and a sender
+ * MUST NOT generate a trailer field whose definition does not allow it
+ * (6.5). The list is every field whose value could change how the request
+ * is framed, routed, authenticated or answered if anything merged it into
+ * the header section:
+ *   framing       Content-Length, Transfer-Encoding, Trailer (RFC 9112 6)
+ *   connection    Connection, Keep-Alive, Proxy-Connection, TE, Upgrade
+ *                 (hop-by-hop, RFC 9110 7.6.1, 7.8)
+ *   routing       Host, Max-Forwards (RFC 9110 7.2, 7.6.2), Forwarded
+ *                 (RFC 7239) and the X-Forwarded-For/-Host/-Proto that
+ *                 proxy-fix middleware trusts for host, scheme and client
+ *   modifiers     Cache-Control, Pragma, Expect, Range and the If-*
+ *                 conditionals (RFC 9110 13.1, 14.2; 6.5.1 names them)
+ *   credentials   Authorization, Proxy-Authorization (RFC 9110 11),
+ *                 Cookie, Set-Cookie (RFC 6265)
+ *   content       Content-Encoding, Content-Type, Content-Range: how to
+ *                 read the content, needed before it (RFC 9110 6.5.1)
+ * Refused with 400 rather than dropped. Dropping would be safe for this
+ * server alone (it never hands trailers to the app), but the client broke
+ * a MUST, and a hop in front of us that merges trailers into the header
+ * section would have framed, routed or authenticated the request on values
+ * we never saw: the same "two hops read one message differently" that the
+ * rest of this parser refuses. A 400 also tells the client, where a drop
+ * would hide its bug or the attempt. No legitimate client sends these. */
+#define REFUSED(lit, Name) \
+    {lit, sizeof(lit) - 1, Name " in the trailer section (RFC 9110 6.5.1: send it in the header section)"}
+static const struct refused_trailer {
+    const char *name;  /* lowercase */
+    unsigned char len; /* < SRV_TRAILER_NAME_KEPT */
+    const char *why;
+} refused_trailers[] = {
+    REFUSED("content-length", "Content-Length"),
+    REFUSED("transfer-encoding", "Transfer-Encoding"),
+    REFUSED("trailer", "Trailer"),
+    REFUSED("connection", "Connection"),
+    REFUSED("keep-alive", "Keep-Alive"),
+    REFUSED("proxy-connection", "Proxy-Connection"),
+    REFUSED("te", "TE"),
+    REFUSED("upgrade", "Upgrade"),
+    REFUSED("host", "Host"),
+    REFUSED("max-forwards", "Max-Forwards"),
+    REFUSED("forwarded", "Forwarded"),
+    REFUSED("x-forwarded-for", "X-Forwarded-For"),
+    REFUSED("x-forwarded-host", "X-Forwarded-Host"),
+    REFUSED("x-forwarded-proto", "X-Forwarded-Proto"),
+    REFUSED("cache-control", "Cache-Control"),
+    REFUSED("pragma", "Pragma"),
+    REFUSED("expect", "Expect"),
+    REFUSED("range", "Range"),
+    REFUSED("if-match", "If-Match"),
+    REFUSED("if-none-match", "If-None-Match"),
+    REFUSED("if-modified-since", "If-Modified-Since"),
+    REFUSED("if-unmodified-since", "If-Unmodified-Since"),
+    REFUSED("if-range", "If-Range"),
+    REFUSED("authorization", "Authorization"),
+    REFUSED("proxy-authorization", "Proxy-Authorization"),
+    REFUSED("cookie", "Cookie"),
+    REFUSED("set-cookie", "Set-Cookie"),
+    REFUSED("content-encoding", "Content-Encoding"),
+    REFUSED("content-type", "Content-Type"),
+    REFUSED("content-range", "Content-Range"),
+};
+#undef REFUSED
+
+/* Keeps the start of a trailer name, lowercased; stops at KEPT bytes,
+ * which is longer than any refused name. */
+static inline void keep_trailer_name(struct srv_chunked *st, unsigned char c)
+{
+    if (st->tname_len_ < SRV_TRAILER_NAME_KEPT)
+        st->tname_[st->tname_len_++] = (char)(c | 0x20);
+}
+
+/* The reason the trailer name just ended is refused, or NULL. tname_ holds
+ * it lowercased with c | 0x20, which maps no tchar other than an
+ * uppercase letter onto a lowercase letter or '-', so the compare is
+ * exact. Trailers are rare, so a scan is fine. */
+static const char *refused_trailer(const struct srv_chunked *st)
+{
+    for (size_t i = 0; i < sizeof refused_trailers / sizeof refused_trailers[0]; i++) {
+        const struct refused_trailer *r = &refused_trailers[i];
+        if (r->len == st->tname_len_ && memcmp(r->name, st->tname_, r->len) == 0)
+            return r->why;
+    }
+    return NULL;
+}
+
 void srv_chunked_init(struct srv_chunked *st)
 {
     memset(st, 0, sizeof *st);
@@ -790,18 +1036,27 @@ ssize_t srv_chunked_decode(struct srv_chunked *st, char *buf, size_t *len)
             state = CK_SIZE0;
             break;
         case CK_TR_START:
-            if (c == '\r')
+            if (c == '\r') {
                 state = CK_END_LF;
-            else if (IS(c, C_TOKEN))
+            } else if (IS(c, C_TOKEN)) {
+                st->tname_len_ = 0;
+                keep_trailer_name(st, c);
                 state = CK_TR_NAME;
-            else
+            } else {
                 FAIL(is_ows((char)c) ? "obs-fold in trailer" : "invalid trailer field");
+            }
             break;
         case CK_TR_NAME:
-            if (c == ':')
+            if (c == ':') {
+                const char *why = refused_trailer(st);
+                if (why)
+                    FAIL(why);
                 state = CK_TR_VALUE;
-            else if (!IS(c, C_TOKEN))
+            } else if (!IS(c, C_TOKEN)) {
                 FAIL("invalid trailer field name");
+            } else {
+                keep_trailer_name(st, c);
+            }
             break;
         case CK_TR_VALUE:
             if (c == '\r')

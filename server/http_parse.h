@@ -29,6 +29,7 @@
 #define SRV_DEFAULT_MAX_TRAILER_SIZE 8190  /* trailer section incl. CRLFs */
 #define SRV_DEFAULT_MAX_CHUNK_LINE   4096  /* chunk-size line excluding CRLF */
 #define SRV_DEFAULT_MAX_EXT_SIZE     16384 /* chunk extensions, whole body */
+#define SRV_TRAILER_NAME_KEPT        20    /* > the longest refused trailer name */
 
 struct srv_header {
     const char *name;  size_t name_len;   /* as sent (case preserved) */
@@ -81,6 +82,8 @@ struct srv_chunked {
     uint64_t remaining_;     /* chunk-size, then data bytes still to come */
     size_t line_len_, trailer_len_, ext_len_;
     unsigned char state_, ndigits_;
+    unsigned char tname_len_; /* trailer name bytes seen, saturating */
+    char tname_[SRV_TRAILER_NAME_KEPT]; /* its start, lowercased */
 };
 
 /* Resets st to "expecting the first chunk-size line" with default limits. */

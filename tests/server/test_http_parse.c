@@ -253,8 +253,12 @@ TEST(absolute_form)
     CHECK(eqs(R.query, R.query_len, "q=1"));
     OK("GET https://example.com HTTP/1.1\r\n" HOST "\r\n");
     CHECK(R.form == SRV_FORM_ABSOLUTE && R.query == NULL);
-    OK("GET svn+ssh.x-y9:z HTTP/1.1\r\n" HOST "\r\n");
+    OK("GET HTTP://Example.COM:8080?q HTTP/1.1\r\n" HOST "\r\n"); /* scheme case */
+    CHECK(R.form == SRV_FORM_ABSOLUTE && eqs(R.query, R.query_len, "q"));
+    OK("GET hTtPs://[::1]:8443/a@b?c=@ HTTP/1.1\r\n" HOST "\r\n"); /* '@' after the authority */
     CHECK(R.form == SRV_FORM_ABSOLUTE);
+    OK("OPTIONS http://example.com HTTP/1.1\r\n" HOST "\r\n");
+    OK("GET http://example.com/ HTTP/1.0\r\n\r\n");
     ERR("GET example HTTP/1.1\r\n" HOST "\r\n", 400);
     ERR("GET ://x HTTP/1.1\r\n" HOST "\r\n", 400);
     ERR("GET 1http://x HTTP/1.1\r\n" HOST "\r\n", 400);
@@ -280,6 +284,100 @@ TEST(asterisk_and_authority_form)
     ERR("CONNECT example.com HTTP/1.1\r\n" HOST "\r\n", 400);
     ERR("CONNECT http://example.com:80/ HTTP/1.1\r\n" HOST "\r\n", 400);
     ERR("CONNECT a:1?x HTTP/1.1\r\n" HOST "\r\n", 400);
+}
+
+/* Only http and https URIs name something this server serves (RFC 9110
+ * 4.2); every other scheme, however well-formed, is 400. */
+TEST(absolute_form_other_schemes)
+{
+    static const char *bad[] = {
+        "svn+ssh.x-y9:z", "ftp://example.com/", "urn:isbn:0451450523",
+        "mailto:a@example.com", "file:///etc/passwd", "httpx://example.com/",
+        "http:/example.com/", "http:example.com", "https:", "http:",
+        "ws://example.com/", "javascript:alert(1)",
+    };
+    char buf[256];
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(buf, sizeof buf, "GET %s HTTP/1.1\r\n" HOST "\r\n", bad[i]);
+        ERRS(buf, 400);
+        CHECK(strstr(R.error, "http or https"));
+    }
+}
+
+/* RFC 9112 3.2.3: authority-form is CONNECT's alone. A "host:port" target
+ * with any other method reads as an absolute-URI whose scheme is the host,
+ * which a proxy in front may route as authority-form and we would serve as
+ * a path: 400, named as what it is. */
+TEST(authority_form_needs_connect)
+{
+    static const char *methods[] = {"GET", "POST", "PUT", "OPTIONS", "HEAD", "connect"};
+    static const char *targets[] = {"example.com:443", "localhost:8080", "a:1", "127.0.0.1:80"};
+    char buf[256];
+    for (size_t m = 0; m < sizeof methods / sizeof methods[0]; m++) {
+        for (size_t t = 0; t < sizeof targets / sizeof targets[0]; t++) {
+            snprintf(buf, sizeof buf, "%s %s HTTP/1.1\r\n" HOST "\r\n",
+                     methods[m], targets[t]);
+            ERRS(buf, 400);
+            CHECK(strstr(R.error, "CONNECT"));
+        }
+    }
+    /* CONNECT itself: uri-host ":" port, both present, nothing else */
+    OK("CONNECT [::1]:443 HTTP/1.1\r\n" HOST "\r\n");
+    CHECK(R.form == SRV_FORM_AUTHORITY);
+    OK("CONNECT 127.0.0.1:8080 HTTP/1.1\r\n" HOST "\r\n");
+    OK("CONNECT a:65535 HTTP/1.0\r\n\r\n");
+    static const char *bad[] = {
+        "example.com:", ":443", "[::1]", "[::1]:", "user@example.com:443",
+        "user:pw@example.com:443", "a:1:2", "a:123456", "a\\b:1", "a%zz:1",
+        "a:1#f", "[::1]x:1", "443", "a:-1", "a:+1",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(buf, sizeof buf, "CONNECT %s HTTP/1.1\r\n" HOST "\r\n", bad[i]);
+        ERRS(buf, 400);
+        CHECK(strstr(R.error, "CONNECT"));
+    }
+}
+
+/* RFC 9110 4.2.4: userinfo in an http(s) URI is deprecated and a recipient
+ * SHOULD treat it as an error; here it would also have become HTTP_HOST
+ * (the target's authority replaces Host, RFC 9112 3.2.2). */
+TEST(absolute_form_userinfo_refused)
+{
+    static const char *bad[] = {
+        "http://user:pass@example.com/", "http://user@example.com/",
+        "https://@example.com/a", "http://a:b@c:80?q", "HTTP://u@h",
+        "http://good.example@evil.example/", "http://u:p@[::1]:80/",
+    };
+    char buf[256];
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(buf, sizeof buf, "GET %s HTTP/1.1\r\n" HOST "\r\n", bad[i]);
+        ERRS(buf, 400);
+        CHECK(strstr(R.error, "userinfo"));
+    }
+}
+
+/* The target's authority stands in for Host (RFC 9112 3.2.2), so it must
+ * be a valid, non-empty Host value (RFC 9110 4.2.1: an http URI with an
+ * empty host MUST be rejected). */
+TEST(absolute_form_host_checked)
+{
+    static const char *bad[] = {
+        "http:///path", "http://", "https://?q", "http://:80/", "http://a\\b/",
+        "http://[::1/", "http://h:99999999/", "http://h:8a/", "http://%zz/",
+        "http://h\"/", "http://[]/", "http://a:1:2/", "http://h\xc3\xa9/",
+    };
+    char buf[256];
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(buf, sizeof buf, "GET %s HTTP/1.1\r\n" HOST "\r\n", bad[i]);
+        ERRS(buf, 400);
+        CHECK(strstr(R.error, "host"));
+    }
+    /* a Host field that disagrees is not an error: the target wins, the
+     * server reads the host from it (RFC 9112 3.2.2) */
+    OK("GET http://a.example/ HTTP/1.1\r\nHost: b.example\r\n\r\n");
+    /* but the Host field must still be valid, and still be there in 1.1 */
+    ERR("GET http://a.example/ HTTP/1.1\r\nHost: a b\r\n\r\n", 400);
+    ERR("GET http://a.example/ HTTP/1.1\r\n\r\n", 400);
 }
 
 TEST(pipelined)
@@ -503,6 +601,59 @@ TEST(host)
     ERR("GET / HTTP/1.0\r\nHost: a\r\nHOST: b\r\n\r\n", 400);
     OK("GET / HTTP/1.1\r\nhost:\r\n\r\n"); /* empty Host is allowed (RFC 9110 §7.2) */
     OK("GET / HTTP/1.0\r\nHost: a\r\n\r\n");
+}
+
+/* RFC 9110 5.3: a field not defined as a list must not be repeated. The
+ * ones whose repetition two hops could read differently are 400 (reasons
+ * at semantic_field); list fields, and the singletons we leave alone on
+ * purpose (Cookie, User-Agent), still repeat freely. */
+TEST(singleton_repeats)
+{
+    static const struct { const char *a, *b, *name; } once[] = {
+        {"Content-Type: text/plain", "content-type: application/json", "Content-Type"},
+        {"Content-Type: text/plain", "Content-Type: text/plain", "Content-Type"},
+        {"Authorization: Basic YTpi", "AUTHORIZATION: Basic Yzpk", "Authorization"},
+        {"Proxy-Authorization: Basic YTpi", "Proxy-Authorization: x", "Proxy-Authorization"},
+        {"Range: bytes=0-1", "Range: bytes=5-9", "Range"},
+        {"If-Range: \"e1\"", "If-Range: \"e2\"", "If-Range"},
+        {"Content-Range: bytes 0-1/2", "Content-Range: bytes 0-1/3", "Content-Range"},
+        {"If-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT",
+         "If-Modified-Since: Mon, 07 Nov 1994 08:49:37 GMT", "If-Modified-Since"},
+        {"If-Unmodified-Since: Sun, 06 Nov 1994 08:49:37 GMT",
+         "if-unmodified-since: x", "If-Unmodified-Since"},
+        {"Max-Forwards: 1", "Max-Forwards: 5", "Max-Forwards"},
+        {"Origin: https://a.example", "Origin: https://b.example", "Origin"},
+        {"Referer: https://a.example/", "Referer: https://b.example/", "Referer"},
+    };
+    char buf[512];
+    for (size_t i = 0; i < sizeof once / sizeof once[0]; i++) {
+        /* once is fine, in any case */
+        snprintf(buf, sizeof buf, "POST / HTTP/1.1\r\nHost: a\r\n%s\r\n\r\n", once[i].b);
+        OK(buf);
+        /* twice is 400, other fields in between or not, decided as soon
+         * as the second line is complete */
+        snprintf(buf, sizeof buf, "POST / HTTP/1.1\r\nHost: a\r\n%s\r\nX: 1\r\n%s\r\n",
+                 once[i].a, once[i].b);
+        ERRS(buf, 400);
+        CHECK(strstr(R.error, "more than one") && strstr(R.error, once[i].name));
+        snprintf(buf, sizeof buf, "POST / HTTP/1.0\r\n%s\r\n%s\r\n\r\n", once[i].a, once[i].b);
+        ERRS(buf, 400);
+    }
+    /* every singleton once in the same request, and list fields repeated */
+    OK("POST / HTTP/1.1\r\nHost: a\r\nContent-Type: text/plain\r\n"
+       "Authorization: Basic YTpi\r\nProxy-Authorization: Basic YTpi\r\n"
+       "Range: bytes=0-1, 4-5\r\nIf-Range: \"e\"\r\nContent-Range: bytes 0-1/2\r\n"
+       "If-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT\r\n"
+       "If-Unmodified-Since: Sun, 06 Nov 1994 08:49:37 GMT\r\n"
+       "Max-Forwards: 1\r\nOrigin: https://a.example\r\nReferer: /\r\n"
+       "Accept: text/html\r\nAccept: */*\r\nCookie: a=1\r\nCookie: b=2\r\n"
+       "User-Agent: a\r\nUser-Agent: b\r\nX-Forwarded-For: 1.2.3.4\r\n"
+       "X-Forwarded-For: 5.6.7.8\r\nCache-Control: no-cache\r\nCache-Control: max-age=0\r\n"
+       "Via: 1.1 a\r\nVia: 1.1 b\r\nIf-None-Match: \"a\"\r\nIf-None-Match: \"b\"\r\n"
+       "Accept-Encoding: gzip\r\nAccept-Encoding: br\r\nConnection: keep-alive\r\n"
+       "Connection: Upgrade\r\nContent-Types: x\r\nContent-Types: y\r\n"
+       "Referrer: x\r\nReferrer: y\r\n\r\n");
+    CHECK(R.nheaders == 34 && R.keep_alive);
 }
 
 /* ---- syntax refusals --------------------------------------------------- */
@@ -1138,6 +1289,49 @@ TEST(chunked_trailers_refused)
     DEC_ERR("0\r\n\rX");
 }
 
+/* RFC 9110 6.5.1: framing, routing, connection, request-modifier,
+ * credential and content-metadata fields must not come in trailers: 400
+ * (see refused_trailers for the list and why not dropped), wherever the
+ * input is split, in any letter case, before or after allowed ones. */
+TEST(chunked_trailer_fields_refused)
+{
+    static const char *names[] = {
+        "Content-Length", "Transfer-Encoding", "Trailer", "Connection",
+        "Keep-Alive", "Proxy-Connection", "TE", "Upgrade", "Host",
+        "Max-Forwards", "Forwarded", "X-Forwarded-For", "X-Forwarded-Host",
+        "X-Forwarded-Proto", "Cache-Control", "Pragma", "Expect", "Range",
+        "If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since",
+        "If-Range", "Authorization", "Proxy-Authorization", "Cookie",
+        "Set-Cookie", "Content-Encoding", "Content-Type", "Content-Range",
+    };
+    char in[256], upper[64];
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        struct srv_chunked p = proto_default();
+        int n = snprintf(in, sizeof in, "5\r\nhello\r\n0\r\n%s: 1\r\n\r\n", names[i]);
+        DEC_ERR_P(&p, in, (size_t)n);
+        CHECK(strstr(D0.error, names[i]) && strstr(D0.error, "trailer"));
+        CHECK(D0.outlen == 5); /* the data before it was delivered */
+        size_t k = 0;
+        for (; names[i][k]; k++)
+            upper[k] = (char)(names[i][k] >= 'a' && names[i][k] <= 'z'
+                                  ? names[i][k] - 32 : names[i][k]);
+        upper[k] = 0;
+        n = snprintf(in, sizeof in, "0\r\nX-Checksum: abc\r\n%s:\r\n\r\n", upper);
+        DEC_ERR_P(&p, in, (size_t)n);
+        CHECK(strstr(D0.error, names[i]));
+        /* decided at the colon, before the value or the end arrive */
+        n = snprintf(in, sizeof in, "0\r\n%s:", names[i]);
+        DEC_ERR_P(&p, in, (size_t)n);
+    }
+    /* names that merely look alike, longer names, and fields that may be
+     * trailers are still fine */
+    DEC_OK("5\r\nhello\r\n0\r\nX-Checksum: abc\r\nContent-Digest: sha-256=:x=:\r\n"
+           "Server-Timing: db;dur=5\r\nContent-Lengths: 5\r\nX-Content-Length: 5\r\n"
+           "Hosts: a\r\nHos: a\r\nT: 1\r\nTE-X: 1\r\nContent-Length-X: 1\r\n"
+           "Proxy-Authorization-Xy: 1\r\nIf-Unmodified-Since-Or-Later: 1\r\n"
+           "X-Very-Long-Trailer-Name-Indeed: 1\r\n\r\n", "hello", 0);
+}
+
 TEST(chunked_limits)
 {
     struct srv_chunked p = proto_default();
@@ -1258,6 +1452,11 @@ int main(void)
     RUN(query_split);
     RUN(absolute_form);
     RUN(asterisk_and_authority_form);
+    RUN(absolute_form_other_schemes);
+    RUN(authority_form_needs_connect);
+    RUN(absolute_form_userinfo_refused);
+    RUN(absolute_form_host_checked);
+    RUN(singleton_repeats);
     RUN(pipelined);
     RUN(leading_empty_lines);
     RUN(lim_null_and_nheaders_restored);
@@ -1288,6 +1487,7 @@ int main(void)
     RUN(chunked_data_crlf_refused);
     RUN(chunked_ext_refused);
     RUN(chunked_trailers_refused);
+    RUN(chunked_trailer_fields_refused);
     RUN(chunked_limits);
     RUN(chunked_after_head);
     RUN(host_values);
