@@ -14,13 +14,27 @@
  * contextvars.Context). Recursion depth is back at zero by construction.
  *
  * All of it runs on the hub's OS thread only, so the pool needs no lock.
+ *
+ * fork (hard rule 6): in the child, os.fork() has CPython delete every
+ * thread state but the forking one (PyOS_AfterFork_Child), pooled ones
+ * included. The child therefore forgets the pool without touching it.
  */
+#include <pthread.h>
+
 #include "server/py.h"
 
 #define SRV_TSTATE_POOL 256
 
 static PyThreadState *srv_pool[SRV_TSTATE_POOL];
 static size_t srv_pool_len;
+static pthread_once_t srv_pool_once = PTHREAD_ONCE_INIT;
+
+static void srv_pool_forget(void) { srv_pool_len = 0; }
+
+static void srv_pool_register(void)
+{
+    pthread_atfork(NULL, NULL, srv_pool_forget);
+}
 
 /* A detached thread state for the calling green thread, or NULL. Does
  * not need the GIL. */
@@ -73,6 +87,7 @@ void srv_tstate_put(PyThreadState *ts)
     if (PyErr_Occurred())
         PyErr_Clear();
     PyEval_SaveThread();
+    pthread_once(&srv_pool_once, srv_pool_register);
     srv_pool[srv_pool_len++] = ts;
 }
 

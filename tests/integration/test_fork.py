@@ -165,10 +165,6 @@ print(os.waitstatus_to_exitcode(status))
 '''
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "server/tstate.c keeps pooled thread states that CPython frees in a "
-    "fork child; fix: empty the pool (srv_pool_len = 0, nothing to delete) "
-    "in a fork child handler, then remove this mark"))
 def test_child_green_threads_get_live_thread_states():
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("LD_", "PYTHON", "LIBGREEN_"))}
