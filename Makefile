@@ -39,7 +39,8 @@ PARSER_SRCS := server/http_parse.c
 BOOT_SRCS := server/boot.c
 PYSERVER_SRCS := server/module.c server/serve.c server/request.c server/environ.c server/response.c \
                  server/input.c server/filewrapper.c server/log.c \
-                 server/compat.c server/tstate.c server/http_parse.c
+                 server/compat.c server/tstate.c server/http_parse.c \
+                 server/accept.c server/conn.c server/send.c
 
 # The Python side is built once per interpreter found: Debian's python3
 # and every pyenv 3.10-3.13 build with headers. XY = major, minor.

@@ -229,7 +229,7 @@ done:
         PyContext_Exit(ctx);
         Py_DECREF(ctx);
     }
-    keep = srv_input_finish(input, NULL) && !r->close_after && !r->failed;
+    keep = srv_input_finish(input) && !r->close_after && !r->failed;
     Py_DECREF(input);
     srv_log_access(c, &line, r->code ? r->code : 500, r->body_sent, started);
     r->c = NULL;
