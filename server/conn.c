@@ -40,7 +40,7 @@
  * full: doubling from SRV_BUF_INIT, never past max_head_size +
  * SRV_BUF_INIT. Returns 0, or -1 with errno ENOBUFS (full at that bound)
  * or ENOMEM. Either context; allocates with PyMem_Raw (no GIL needed). */
-int srv_conn_room(struct srv_conn *c)
+static int srv_conn_room(struct srv_conn *c)
 {
     size_t limit = c->srv->opt.limits.max_head_size, cap;
     char *b;

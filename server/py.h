@@ -111,7 +111,6 @@ SRV_HIDDEN void srv_conns_close_idle(struct srv_server *srv);
 SRV_HIDDEN void srv_conns_close_all(struct srv_server *srv);
 /* A request's green thread is done with its connection's slot. */
 SRV_HIDDEN void srv_request_done(struct srv_server *srv);
-SRV_HIDDEN int srv_conn_room(struct srv_conn *c);
 SRV_HIDDEN int srv_conn_fill(struct srv_conn *c, double timeout);
 
 /* send.c */
