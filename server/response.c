@@ -114,10 +114,19 @@ static long long srv_parse_length(const char *val, Py_ssize_t vl)
     return errno || *end || v < 0 ? -1 : v;
 }
 
-/* Notes in r what the server must know of header t (its Content-Length,
+/* What start_response's arguments say, kept aside until all of them
+ * passed: a refused call changes nothing in the response. */
+struct srv_start {
+    int code;
+    int64_t content_length;     /* -1 if the headers give none */
+    int app_cl;
+    int close_after;            /* Connection: close */
+};
+
+/* Notes in st what the server must know of header t (its Content-Length,
  * Connection: close) and refuses the hop-by-hop ones. Returns 0, or -1
  * with ValueError. */
-static int srv_note_header(struct srv_resp *r, PyObject *t, const char *name,
+static int srv_note_header(struct srv_start *st, PyObject *t, const char *name,
                            Py_ssize_t nl, const char *val, Py_ssize_t vl)
 {
     if (nl == 14 && strncasecmp(name, "Content-Length", 14) == 0) {
@@ -127,11 +136,11 @@ static int srv_note_header(struct srv_resp *r, PyObject *t, const char *name,
                          "not a non-negative integer", PyTuple_GET_ITEM(t, 1));
             return -1;
         }
-        r->content_length = v;
-        r->app_cl = 1;
+        st->content_length = v;
+        st->app_cl = 1;
     } else if (nl == 10 && strncasecmp(name, "Connection", 10) == 0) {
         if (vl == 5 && strncasecmp(val, "close", 5) == 0)
-            r->close_after = 1;
+            st->close_after = 1;
     } else if ((nl == 17 && strncasecmp(name, "Transfer-Encoding", 17) == 0) ||
                (nl == 10 && strncasecmp(name, "Keep-Alive", 10) == 0) ||
                (nl == 7 && strncasecmp(name, "Upgrade", 7) == 0) ||
@@ -147,8 +156,8 @@ static int srv_note_header(struct srv_resp *r, PyObject *t, const char *name,
 }
 
 /* Item i of the app's header list: a (str, str) tuple, checked and noted
- * in r. Returns 0, or -1 with an exception. */
-static int srv_check_header(struct srv_resp *r, Py_ssize_t i, PyObject *t)
+ * in st. Returns 0, or -1 with an exception. */
+static int srv_check_header(struct srv_start *st, Py_ssize_t i, PyObject *t)
 {
     const char *name, *val;
     Py_ssize_t nl, vl;
@@ -167,17 +176,19 @@ static int srv_check_header(struct srv_resp *r, Py_ssize_t i, PyObject *t)
         return -1;
     if (srv_check_field(t, name, nl, val, vl) < 0)
         return -1;
-    return srv_note_header(r, t, name, nl, val, vl);
+    return srv_note_header(st, t, name, nl, val, vl);
 }
 
-/* start_response's arguments, checked; on success r holds the code and
- * what the headers say of framing. Returns 0, or -1 with an exception
- * (r's framing fields may then be half-set: the caller restores them). */
-static int srv_check_headers(struct srv_resp *r, PyObject *status, PyObject *headers)
+/* start_response's status and headers, checked and noted in st.
+ * Returns 0, or -1 with an exception. */
+static int srv_check_start(struct srv_start *st, PyObject *status,
+                           PyObject *headers)
 {
-    int code = srv_check_status(status);
-
-    if (code < 0)
+    st->code = srv_check_status(status);
+    st->content_length = -1;
+    st->app_cl = 0;
+    st->close_after = 0;
+    if (st->code < 0)
         return -1;
     if (!PyList_Check(headers)) {
         PyErr_Format(PyExc_TypeError,
@@ -185,13 +196,9 @@ static int srv_check_headers(struct srv_resp *r, PyObject *status, PyObject *hea
                      "tuples, not %.100s", Py_TYPE(headers)->tp_name);
         return -1;
     }
-    r->content_length = -1;
-    r->app_cl = 0;
-    r->close_after = 0;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(headers); i++)
-        if (srv_check_header(r, i, PyList_GET_ITEM(headers, i)) < 0)
+        if (srv_check_header(st, i, PyList_GET_ITEM(headers, i)) < 0)
             return -1;
-    r->code = code;
     return 0;
 }
 
@@ -200,8 +207,7 @@ static PyObject *srv_start_response(PyObject *self, PyObject *const *args,
 {
     struct srv_resp *r = (struct srv_resp *)self;
     PyObject *exc_info = nargs > 2 ? args[2] : Py_None;
-    int saved_close = r->close_after, saved_code = r->code;
-    int64_t saved_cl = r->content_length;
+    struct srv_start st;
 
     if (nargs < 2 || nargs > 3) {
         PyErr_SetString(PyExc_TypeError,
@@ -230,12 +236,12 @@ static PyObject *srv_start_response(PyObject *self, PyObject *const *args,
                         "an error");
         return NULL;
     }
-    if (srv_check_headers(r, args[0], args[1]) < 0) {
-        r->close_after = saved_close;
-        r->code = saved_code;
-        r->content_length = saved_cl;
+    if (srv_check_start(&st, args[0], args[1]) < 0)
         return NULL;
-    }
+    r->code = st.code;
+    r->content_length = st.content_length;
+    r->app_cl = st.app_cl;
+    r->close_after = st.close_after;
     Py_XSETREF(r->status, Py_NewRef(args[0]));
     Py_XSETREF(r->headers, Py_NewRef(args[1]));
     r->started = 1;
@@ -244,8 +250,25 @@ static PyObject *srv_start_response(PyObject *self, PyObject *const *args,
 
 /* ---- framing ---------------------------------------------------------- */
 
-#define SRV_CHUNK_LINE 24        /* "%zx\r\n" of any size_t, and its NUL */
+#define SRV_CHUNK_LINE 18        /* a size_t in hex, CRLF */
 #define SRV_LAST_CHUNK "0\r\n\r\n" /* zero-size chunk, no trailer fields */
+
+/* The size line of an n-byte chunk ("%zx\r\n", without snprintf's cost
+ * on every chunk) into line; returns its length. */
+static size_t srv_chunk_line(char *line, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t len = 0;
+    int shift = 0;
+
+    while (shift + 4 < (int)(8 * sizeof n) && n >> (shift + 4))
+        shift += 4;
+    for (; shift >= 0; shift -= 4)
+        line[len++] = hex[(n >> shift) & 15];
+    line[len++] = '\r';
+    line[len++] = '\n';
+    return len;
+}
 
 /* Body bytes p[0..n), n > 0, as iovecs: one chunk (size line, bytes,
  * CRLF) when r is chunked, else the bytes alone. line holds the size
@@ -257,7 +280,7 @@ static int srv_frame(const struct srv_resp *r, struct iovec *iov, char *line,
 
     if (r->chunked) {
         iov[cnt].iov_base = line;
-        iov[cnt++].iov_len = (size_t)snprintf(line, SRV_CHUNK_LINE, "%zx\r\n", n);
+        iov[cnt++].iov_len = srv_chunk_line(line, n);
     }
     iov[cnt].iov_base = (void *)p;
     iov[cnt++].iov_len = n;
