@@ -12,9 +12,9 @@
 
 /* ---- interned environ keys ------------------------------------------ */
 
-static PyObject *k_method, *k_script, *k_path, *k_query, *k_ctype, *k_clen,
+static PyObject *k_method, *k_path, *k_query, *k_ctype, *k_clen,
     *k_proto, *k_raddr, *k_rport, *k_raw_uri, *k_req_uri, *k_input,
-    *k_input_term, *s_empty, *s_http10, *s_http11, *s_get, *s_post, *s_head;
+    *s_empty, *s_http10, *s_http11, *s_get, *s_post, *s_head;
 
 struct srv_known_header {
     const char *name;
@@ -39,7 +39,6 @@ int srv_environ_init(void)
     char key[64];
 
     k_method = srv_intern("REQUEST_METHOD");
-    k_script = srv_intern("SCRIPT_NAME");
     k_path = srv_intern("PATH_INFO");
     k_query = srv_intern("QUERY_STRING");
     k_ctype = srv_intern("CONTENT_TYPE");
@@ -50,7 +49,6 @@ int srv_environ_init(void)
     k_raw_uri = srv_intern("RAW_URI");
     k_req_uri = srv_intern("REQUEST_URI");
     k_input = srv_intern("wsgi.input");
-    k_input_term = srv_intern("wsgi.input_terminated");
     s_empty = srv_intern("");
     s_http10 = srv_intern("HTTP/1.0");
     s_http11 = srv_intern("HTTP/1.1");
@@ -157,41 +155,54 @@ static int srv_set(PyObject *d, PyObject *k, PyObject *v)
     return r;
 }
 
-PyObject *srv_build_environ(struct srv_conn *c, const struct srv_request *req,
-                            PyObject *input)
+/* REQUEST_METHOD, the common ones interned. */
+static PyObject *srv_method(const struct srv_request *req)
 {
-    struct srv_server *srv = c->srv;
-    PyObject *env = PyDict_Copy(srv->base_environ), *method;
-    const char *path = req->path, *authority = NULL;
-    size_t path_len = req->path_len, authority_len = 0;
-
-    if (!env)
-        return NULL;
     if (req->method_len == 3 && memcmp(req->method, "GET", 3) == 0)
-        method = Py_NewRef(s_get);
-    else if (req->method_len == 4 && memcmp(req->method, "POST", 4) == 0)
-        method = Py_NewRef(s_post);
-    else if (req->method_len == 4 && memcmp(req->method, "HEAD", 4) == 0)
-        method = Py_NewRef(s_head);
-    else
-        method = srv_latin1(req->method, req->method_len);
+        return Py_NewRef(s_get);
+    if (req->method_len == 4 && memcmp(req->method, "POST", 4) == 0)
+        return Py_NewRef(s_post);
+    if (req->method_len == 4 && memcmp(req->method, "HEAD", 4) == 0)
+        return Py_NewRef(s_head);
+    return srv_latin1(req->method, req->method_len);
+}
+
+/* The part of the target PATH_INFO decodes: the path of an origin-form
+ * target; of an absolute-form one (http://authority/path?query) the
+ * path alone, its authority in *authority (NULL if none); nothing for
+ * "*" and authority-form. */
+static void srv_target_path(const struct srv_request *req, const char **path,
+                            size_t *path_len, const char **authority,
+                            size_t *authority_len)
+{
+    *path = req->path;
+    *path_len = req->path_len;
+    *authority = NULL;
+    *authority_len = 0;
     if (req->form == SRV_FORM_ABSOLUTE) {
-        /* http://authority/path?query: PATH_INFO is the path alone. The
-         * parser hands over the whole target for this form, query
+        /* The parser hands over the whole target for this form, query
          * included, so the path ends where the query starts. */
-        const char *s = memchr(path, ':', path_len);
-        const char *end = req->query ? req->query - 1 : path + path_len;
+        const char *s = memchr(*path, ':', *path_len);
+        const char *end = req->query ? req->query - 1 : *path + *path_len;
         if (s && end - s >= 3 && s[1] == '/' && s[2] == '/') {
             const char *q = memchr(s + 3, '/', (size_t)(end - s - 3));
-            path = q ? q : end;
-            authority = s + 3;
-            authority_len = (size_t)(path - authority);
+            *path = q ? q : end;
+            *authority = s + 3;
+            *authority_len = (size_t)(*path - *authority);
         }
-        path_len = (size_t)(end - path);
+        *path_len = (size_t)(end - *path);
     } else if (req->form != SRV_FORM_ORIGIN) {
-        path_len = 0; /* "*" and authority-form have no path */
+        *path_len = 0;
     }
-    if (srv_set(env, k_method, method) < 0 ||
+}
+
+/* The keys of the request line, the peer and wsgi.input. Returns 0, or
+ * -1 with an exception. */
+static int srv_set_request(PyObject *env, const struct srv_conn *c,
+                           const struct srv_request *req, PyObject *input,
+                           const char *path, size_t path_len)
+{
+    if (srv_set(env, k_method, srv_method(req)) < 0 ||
         srv_set(env, k_path, srv_path_info(path, path_len)) < 0 ||
         srv_set(env, k_query, req->query ? srv_latin1(req->query, req->query_len)
                                          : Py_NewRef(s_empty)) < 0 ||
@@ -201,41 +212,60 @@ PyObject *srv_build_environ(struct srv_conn *c, const struct srv_request *req,
         srv_set(env, k_raddr, PyUnicode_FromString(c->remote_addr)) < 0 ||
         srv_set(env, k_rport, PyUnicode_FromString(c->remote_port)) < 0 ||
         PyDict_SetItem(env, k_input, input) < 0)
-        goto error;
-    for (size_t i = 0; i < req->nheaders; i++) {
-        const struct srv_header *h = &req->headers[i];
-        PyObject *key, *val, *old;
-        if (h->name_len == 12 && strncasecmp(h->name, "Content-Type", 12) == 0)
-            key = Py_NewRef(k_ctype);
-        else if (h->name_len == 14 && strncasecmp(h->name, "Content-Length", 14) == 0)
-            key = Py_NewRef(k_clen);
-        else if (!(key = srv_header_key(h->name, h->name_len))) {
-            if (PyErr_Occurred())
-                goto error;
-            continue;
-        }
-        val = srv_latin1(h->value, h->value_len);
-        if (!val) {
-            Py_DECREF(key);
-            goto error;
-        }
-        old = PyDict_GetItemWithError(env, key);
-        if (old && key != k_clen) {
-            /* repeated field: one value, joined as RFC 9110 5.3 allows;
-             * Cookie lines join with "; " (RFC 6265 5.4), never "," -
-             * and only Cookie: Accept has six letters too. */
-            int cookie = h->name_len == 6 && strncasecmp(h->name, "Cookie", 6) == 0;
-            PyObject *joined = PyUnicode_FromFormat(
-                "%U%s%U", old, cookie ? "; " : ",", val);
-            Py_DECREF(val);
-            val = joined;
-        }
-        if (srv_set(env, key, val) < 0) {
-            Py_DECREF(key);
-            goto error;
-        }
+        return -1;
+    return 0;
+}
+
+/* One header field into env under its key (dropped if it has none); a
+ * repeated field joins the value already there. Returns 0, or -1 with an
+ * exception. */
+static int srv_add_header(PyObject *env, const struct srv_header *h)
+{
+    PyObject *key, *val, *old;
+    int r;
+
+    if (h->name_len == 12 && strncasecmp(h->name, "Content-Type", 12) == 0)
+        key = Py_NewRef(k_ctype);
+    else if (h->name_len == 14 && strncasecmp(h->name, "Content-Length", 14) == 0)
+        key = Py_NewRef(k_clen);
+    else if (!(key = srv_header_key(h->name, h->name_len)))
+        return PyErr_Occurred() ? -1 : 0;
+    val = srv_latin1(h->value, h->value_len);
+    if (!val) {
         Py_DECREF(key);
+        return -1;
     }
+    old = PyDict_GetItemWithError(env, key);
+    if (old && key != k_clen) {
+        /* repeated field: one value, joined as RFC 9110 5.3 allows;
+         * Cookie lines join with "; " (RFC 6265 5.4), never "," -
+         * and only Cookie: Accept has six letters too. */
+        int cookie = h->name_len == 6 && strncasecmp(h->name, "Cookie", 6) == 0;
+        PyObject *joined = PyUnicode_FromFormat(
+            "%U%s%U", old, cookie ? "; " : ",", val);
+        Py_DECREF(val);
+        val = joined;
+    }
+    r = srv_set(env, key, val);
+    Py_DECREF(key);
+    return r;
+}
+
+PyObject *srv_build_environ(struct srv_conn *c, const struct srv_request *req,
+                            PyObject *input)
+{
+    PyObject *env = PyDict_Copy(c->srv->base_environ);
+    const char *path, *authority;
+    size_t path_len, authority_len;
+
+    if (!env)
+        return NULL;
+    srv_target_path(req, &path, &path_len, &authority, &authority_len);
+    if (srv_set_request(env, c, req, input, path, path_len) < 0)
+        goto error;
+    for (size_t i = 0; i < req->nheaders; i++)
+        if (srv_add_header(env, &req->headers[i]) < 0)
+            goto error;
     /* RFC 9112 3.2.2: with an absolute-form target the Host field is
      * ignored and the target's authority is the host - which apps read
      * from HTTP_HOST (PEP 3333 URL reconstruction). */

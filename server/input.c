@@ -176,7 +176,10 @@ static int in_fill(struct srv_input *in)
             return -1;
         }
         if (n < 0) {
-            in_fail(in, strerror(errno));
+            /* ENOBUFS cannot happen: the buffer was compacted and every
+             * buffered body byte handed out before this read. */
+            in_fail(in, errno == ENOBUFS ? "request body unreadable: the "
+                        "connection's read buffer is full" : strerror(errno));
             return -1;
         }
     }
@@ -434,14 +437,13 @@ int srv_input_bad(PyObject *obj, const char **why)
  * SRV_DRAIN_MAX) so the connection can serve the next request, and
  * compacts the buffer so the next request starts at c->buf[0]. Returns 1
  * if the connection can be kept, 0 if it must close. GIL held. */
-int srv_input_finish(PyObject *obj, size_t *unused)
+int srv_input_finish(PyObject *obj)
 {
     struct srv_input *in = (struct srv_input *)obj;
     struct srv_conn *c = in->c;
     size_t drained = 0;
     int keep = 1;
 
-    (void)unused;
     if (!c)
         return 0;
     if (in->expect_continue && !in->done && !in_avail(in)) {

@@ -96,7 +96,6 @@ struct srv_server {
     struct ev_loop *loop;
     struct hub *hub;
     size_t active;               /* requests being handled */
-    size_t nconns;
     struct srv_conn *conns;      /* every open connection */
     struct srv_conn *queue_head, *queue_tail; /* SRV_QUEUED, oldest first */
     int stopping;                /* 0, or the signal that stopped us */
@@ -124,7 +123,7 @@ struct srv_conn {
     enum srv_conn_state state;
     ev_io io;                    /* readable, while SRV_READING */
     ev_timer timer;              /* head / keep-alive deadline */
-    char *buf;
+    char *buf;                   /* grows only in srv_conn_room (conn.c) */
     size_t len, cap;             /* bytes held / allocated */
     size_t off;                  /* bytes of buf already consumed */
     size_t requests;             /* served on this connection */
@@ -136,18 +135,32 @@ struct srv_conn {
 
 /* serve.c */
 SRV_HIDDEN PyObject *srv_serve(struct srv_server *srv);
+
+/* accept.c */
+SRV_HIDDEN void srv_accept_start(struct srv_server *srv);
+SRV_HIDDEN void srv_accept_stop(struct srv_server *srv);
+SRV_HIDDEN void srv_accept_update(struct srv_server *srv);
+SRV_HIDDEN void srv_listener_close(struct srv_server *srv);
+
+/* conn.c */
+SRV_HIDDEN void srv_conn_new(struct srv_server *srv, int fd,
+                             const struct sockaddr_storage *ss);
 SRV_HIDDEN void srv_conn_close(struct srv_conn *c);
 SRV_HIDDEN void srv_conn_resume(struct srv_conn *c);
+SRV_HIDDEN void srv_conns_close_idle(struct srv_server *srv);
+SRV_HIDDEN void srv_conns_close_all(struct srv_server *srv);
 /* A request's green thread is done with its connection's slot. */
 SRV_HIDDEN void srv_request_done(struct srv_server *srv);
 SRV_HIDDEN int srv_conn_fill(struct srv_conn *c, double timeout);
+
+/* send.c */
+SRV_HIDDEN int srv_wait(int fd, int events, double timeout);
 SRV_HIDDEN int srv_send_all(struct srv_conn *c, struct iovec *iov, int cnt,
                             double timeout);
 SRV_HIDDEN void srv_send_error(struct srv_conn *c, int status,
                                const char *reason);
 SRV_HIDDEN void srv_send_error_text(struct srv_conn *c, int status,
                                     const char *text, size_t len);
-SRV_HIDDEN int srv_wait(int fd, int events, double timeout);
 
 /* request.c */
 SRV_HIDDEN void srv_request_green(void *arg);
@@ -164,11 +177,10 @@ SRV_HIDDEN int srv_request_types_init(PyObject *module);
 
 /* input.c */
 SRV_HIDDEN extern PyTypeObject srv_input_type;
-struct srv_input;
 SRV_HIDDEN PyObject *srv_input_new(struct srv_conn *c,
                                    const struct srv_request *req,
                                    size_t head_len);
-SRV_HIDDEN int srv_input_finish(PyObject *input, size_t *consumed);
+SRV_HIDDEN int srv_input_finish(PyObject *input);
 SRV_HIDDEN int srv_input_check(PyObject *input, const char **why);
 SRV_HIDDEN int srv_input_bad(PyObject *input, const char **why);
 

@@ -12,7 +12,6 @@
  */
 #include <stdio.h>
 #include <string.h>
-#include <sys/uio.h>
 
 #include "server/py.h"
 #include "server/response.h"
@@ -81,34 +80,152 @@ static void srv_log_app_error(struct srv_conn *c, const struct srv_request *req)
     srv_print_exc();
 }
 
+/* The request line, copied out of c->buf. req's strings point into
+ * c->buf, which reading the body compacts (input.c) and may reallocate:
+ * once the environ is built they are stale. The response (HEAD, version)
+ * and the log lines use this copy instead, cut to what the log prints. */
+struct srv_line {
+    struct srv_request req;     /* no path, query or headers */
+    char method[33], target[801];
+};
+
+static void srv_line_copy(struct srv_line *l, const struct srv_request *req)
+{
+    l->req = *req;
+    l->req.method_len = req->method_len < sizeof l->method - 1
+                            ? req->method_len : sizeof l->method - 1;
+    l->req.target_len = req->target_len < sizeof l->target - 1
+                            ? req->target_len : sizeof l->target - 1;
+    memcpy(l->method, req->method, l->req.method_len);
+    memcpy(l->target, req->target, l->req.target_len);
+    l->req.method = l->method;
+    l->req.target = l->target;
+    l->req.path = l->req.query = NULL;
+    l->req.path_len = l->req.query_len = 0;
+    l->req.headers = NULL;
+    l->req.nheaders = 0;
+}
+
+/* The app failed (exception pending) or the client left (r->failed):
+ * sorts out whose fault it was, logs it, and answers if the head is not
+ * out yet - the client's status when its body was bad (400, 408, 413),
+ * else 500 (with the traceback under debug=True). */
+static void srv_app_failed(struct srv_resp *r, PyObject *input)
+{
+    struct srv_conn *c = r->c;
+    const struct srv_request *line = r->req;
+    PyObject *tb_text = NULL;
+    const char *why = NULL;
+    int bad, can_answer = !r->head_sent && !r->failed;
+
+    if (!PyErr_Occurred())
+        return; /* the client went away: nothing to tell anyone */
+    bad = srv_input_bad(input, &why);
+    if (PyErr_ExceptionMatches(PyExc_OSError) && r->failed) {
+        PyErr_Clear();
+    } else if (bad && can_answer) {
+        /* The app let the body's error escape: the client sent a
+         * malformed or oversized body, not a bug in the app. */
+        PyErr_Clear();
+        PySys_WriteStderr("libgreen: %s %.*s: %s; answered %d\n",
+                          c->remote_addr, (int)line->target_len, line->target,
+                          why, bad);
+    } else {
+        if (c->srv->opt.debug && can_answer)
+            tb_text = srv_format_exc();
+        srv_log_app_error(c, line);
+    }
+    if (can_answer && bad) {
+        r->code = bad;
+        srv_send_error(c, bad, why);
+    } else if (can_answer) {
+        r->code = 500;
+        if (tb_text)
+            srv_send_error_text(c, 500, PyBytes_AS_STRING(tb_text),
+                                (size_t)PyBytes_GET_SIZE(tb_text));
+        else
+            srv_send_error(c, 500, NULL);
+    }
+    Py_XDECREF(tb_text);
+}
+
+/* What one app call holds until the request ends (the error report
+ * included: sys.excepthook still runs in the request's context). */
+struct srv_call {
+    PyObject *ctx, *environ, *start, *result;
+};
+
+/* Calls the app in a fresh context and sends its response. Returns 0, or
+ * -1 with an exception set (or with r->failed and none: the client left). */
+static int srv_call_app(struct srv_call *call, struct srv_resp *r,
+                        const struct srv_request *req, PyObject *input)
+{
+    int ok;
+
+    call->ctx = PyContext_New();
+    if (!call->ctx || PyContext_Enter(call->ctx) < 0) {
+        Py_CLEAR(call->ctx);
+        return -1;
+    }
+    call->environ = srv_build_environ(r->c, req, input);
+    if (!call->environ)
+        return -1;
+    call->start = PyObject_GetAttrString((PyObject *)r, "start_response");
+    if (!call->start)
+        return -1;
+    call->result = PyObject_CallFunctionObjArgs(r->c->srv->app, call->environ,
+                                                call->start, NULL);
+    if (!call->result)
+        return -1;
+    ok = srv_send_result(r, call->result) == 0;
+    srv_close_result(call->result); /* keeps the first error if there was one */
+    if (!ok)
+        return -1;
+    if (PyErr_Occurred()) {
+        /* Only close() failed: the body is all out, so the response is
+         * still finished properly (a client would otherwise see a good
+         * response truncated); the error goes to the log. */
+        srv_log_app_error(r->c, r->req);
+    }
+    srv_resp_finish(r);
+    return 0;
+}
+
+static void srv_call_end(struct srv_call *call)
+{
+    Py_XDECREF(call->start);
+    Py_XDECREF(call->result);
+    Py_XDECREF(call->environ);
+    if (call->ctx) {
+        PyContext_Exit(call->ctx);
+        Py_DECREF(call->ctx);
+    }
+}
+
+/* Runs the app for one request whose body framing is sound, and answers
+ * for it whatever happens. */
+static void srv_run_app(struct srv_resp *r, const struct srv_request *req,
+                        PyObject *input)
+{
+    struct srv_call call = {NULL, NULL, NULL, NULL};
+
+    if (srv_call_app(&call, r, req, input) < 0) {
+        srv_app_failed(r, input);
+        r->close_after = 1;
+    }
+    srv_call_end(&call);
+}
+
 /* Serves one parsed request. Returns 1 to keep the connection. */
 static int srv_handle(struct srv_conn *c, struct srv_request *req, size_t head_len)
 {
     struct srv_server *srv = c->srv;
-    PyObject *input, *environ = NULL, *result = NULL, *start = NULL, *ctx;
+    PyObject *input;
     struct srv_resp *r;
+    struct srv_line line;
     double started = ev_time();
-    int keep, ok, bad;
     const char *why = NULL;
-    /* req's strings point into c->buf, which reading the body compacts
-     * and may reallocate (input.c): once the environ is built they are
-     * stale. The response (HEAD, version) and the log lines use this copy
-     * of the request line instead, cut to what the log prints. */
-    struct srv_request line = *req;
-    char method[33], target[801];
-
-    line.method_len = req->method_len < sizeof method - 1 ? req->method_len
-                                                          : sizeof method - 1;
-    line.target_len = req->target_len < sizeof target - 1 ? req->target_len
-                                                          : sizeof target - 1;
-    memcpy(method, req->method, line.method_len);
-    memcpy(target, req->target, line.target_len);
-    line.method = method;
-    line.target = target;
-    line.path = line.query = NULL;
-    line.path_len = line.query_len = 0;
-    line.headers = NULL;
-    line.nheaders = 0;
+    int keep, bad;
 
     if (srv->opt.max_body_size && req->content_length >= 0 &&
         (uint64_t)req->content_length > srv->opt.max_body_size) {
@@ -116,10 +233,9 @@ static int srv_handle(struct srv_conn *c, struct srv_request *req, size_t head_l
         srv_log_access(c, req, 413, 0, started);
         return 0;
     }
+    srv_line_copy(&line, req);
     input = srv_input_new(c, req, head_len);
-    r = PyObject_New(struct srv_resp, &srv_resp_type);
-    if (r) /* before anything can drop it: its dealloc reads these */
-        r->status = r->headers = NULL;
+    r = srv_resp_new(c, &line.req);
     if (!input || !r) {
         Py_XDECREF(input);
         Py_XDECREF((PyObject *)r);
@@ -127,15 +243,6 @@ static int srv_handle(struct srv_conn *c, struct srv_request *req, size_t head_l
         srv_send_error(c, 503, "out of memory");
         return 0;
     }
-    r->c = c;
-    r->req = &line;
-    r->started = r->head_sent = r->chunked = r->close_after = r->no_body = 0;
-    r->failed = 0;
-    r->code = 0;
-    r->content_length = -1;
-    r->app_cl = 0;
-    r->body_sent = 0;
-
     /* A chunked body that came with the head and is already malformed
      * (or too large) is the client's error: 400/413, the app never runs. */
     bad = srv_input_check(input, &why);
@@ -143,95 +250,12 @@ static int srv_handle(struct srv_conn *c, struct srv_request *req, size_t head_l
         r->code = bad;
         r->close_after = 1;
         srv_send_error(c, bad, why);
-        ctx = NULL;
-        goto done;
+    } else {
+        srv_run_app(r, req, input);
     }
-
-    ctx = PyContext_New();
-    if (!ctx || PyContext_Enter(ctx) < 0) {
-        Py_XDECREF(ctx);
-        ctx = NULL;
-        goto app_error;
-    }
-    environ = srv_build_environ(c, req, input);
-    if (!environ)
-        goto app_error;
-    start = PyObject_GetAttrString((PyObject *)r, "start_response");
-    if (!start)
-        goto app_error;
-    result = PyObject_CallFunctionObjArgs(srv->app, environ, start, NULL);
-    if (!result)
-        goto app_error;
-    ok = srv_send_result(r, result) == 0;
-    srv_close_result(result); /* keeps the first error if there was one */
-    if (!ok)
-        goto app_error;
-    if (PyErr_Occurred()) {
-        /* Only close() failed: the body is all out, so the response is
-         * still finished properly (a client would otherwise see a good
-         * response truncated); the error goes to the log. */
-        srv_log_app_error(c, &line);
-    }
-    if (r->chunked && !r->no_body) {
-        struct iovec end = {(void *)"0\r\n\r\n", 5};
-        if (srv_send_all(c, &end, 1, srv->opt.body_timeout) < 0)
-            r->failed = 1;
-    }
-    if (r->content_length >= 0 && !r->no_body &&
-        r->body_sent < (uint64_t)r->content_length) {
-        fprintf(stderr, "libgreen: the app sent %llu of the %lld body bytes "
-                "its Content-Length promised; closing the connection\n",
-                (unsigned long long)r->body_sent, (long long)r->content_length);
-        r->close_after = 1;
-    }
-    goto done;
-
-app_error:
-    if (r->failed && !PyErr_Occurred()) {
-        /* the client went away: nothing to tell anyone but the log */
-    } else if (PyErr_Occurred()) {
-        PyObject *tb_text = NULL;
-        bad = srv_input_bad(input, &why);
-        if (PyErr_ExceptionMatches(PyExc_OSError) && r->failed) {
-            PyErr_Clear();
-        } else if (bad && !r->head_sent && !r->failed) {
-            /* The app let the body's error escape: the client sent a
-             * malformed or oversized body, not a bug in the app. */
-            PyErr_Clear();
-            PySys_WriteStderr("libgreen: %s %.*s: %s; answered %d\n",
-                              c->remote_addr, (int)line.target_len, line.target,
-                              why, bad);
-        } else {
-            if (srv->opt.debug && !r->head_sent && !r->failed)
-                tb_text = srv_format_exc();
-            srv_log_app_error(c, &line);
-        }
-        if (!r->head_sent && !r->failed && bad) {
-            r->code = bad;
-            srv_send_error(c, bad, why);
-        } else if (!r->head_sent && !r->failed) {
-            r->code = 500;
-            if (tb_text)
-                srv_send_error_text(c, 500, PyBytes_AS_STRING(tb_text),
-                                    (size_t)PyBytes_GET_SIZE(tb_text));
-            else
-                srv_send_error(c, 500, NULL);
-        }
-        Py_XDECREF(tb_text);
-    }
-    r->close_after = 1;
-
-done:
-    Py_XDECREF(start);
-    Py_XDECREF(result);
-    Py_XDECREF(environ);
-    if (ctx) {
-        PyContext_Exit(ctx);
-        Py_DECREF(ctx);
-    }
-    keep = srv_input_finish(input, NULL) && !r->close_after && !r->failed;
+    keep = srv_input_finish(input) && !r->close_after && !r->failed;
     Py_DECREF(input);
-    srv_log_access(c, &line, r->code ? r->code : 500, r->body_sent, started);
+    srv_log_access(c, &line.req, r->code ? r->code : 500, r->body_sent, started);
     r->c = NULL;
     Py_DECREF((PyObject *)r);
     if (PyErr_Occurred())

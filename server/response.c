@@ -10,6 +10,7 @@
  * sent, closes the connection: never a short body passed off as whole.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -45,9 +46,10 @@ static const char *srv_str_bytes(PyObject *s, Py_ssize_t *len, const char *what)
     return (const char *)PyUnicode_1BYTE_DATA(s);
 }
 
-static int srv_check_headers(struct srv_resp *r, PyObject *status, PyObject *headers)
+/* The code of a status str like "200 OK", or -1 with an exception. */
+static int srv_check_status(PyObject *status)
 {
-    Py_ssize_t n, slen;
+    Py_ssize_t slen;
     const char *s = srv_str_bytes(status, &slen, "the status");
 
     if (!s)
@@ -65,88 +67,138 @@ static int srv_check_headers(struct srv_resp *r, PyObject *status, PyObject *hea
                          "the status %R holds a control character", status);
             return -1;
         }
+    return (s[0] - '0') * 100 + (s[1] - '0') * 10 + (s[2] - '0');
+}
+
+/* The name of header t is a token and its value holds no control
+ * character (no response splitting). Returns 0, or -1 with ValueError. */
+static int srv_check_field(PyObject *t, const char *name, Py_ssize_t nl,
+                           const char *val, Py_ssize_t vl)
+{
+    if (nl == 0) {
+        PyErr_SetString(PyExc_ValueError, "a response header name is empty");
+        return -1;
+    }
+    for (Py_ssize_t j = 0; j < nl; j++)
+        if (!srv_token_char((unsigned char)name[j])) {
+            PyErr_Format(PyExc_ValueError,
+                         "response header name %R is not a valid token",
+                         PyTuple_GET_ITEM(t, 0));
+            return -1;
+        }
+    for (Py_ssize_t j = 0; j < vl; j++) {
+        unsigned char ch = (unsigned char)val[j];
+        if ((ch < 32 && ch != '\t') || ch == 127) {
+            PyErr_Format(PyExc_ValueError,
+                         "response header %R has a control character "
+                         "(CR, LF, NUL...) in its value: refusing to send "
+                         "it", PyTuple_GET_ITEM(t, 0));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* A Content-Length value: digits only, or -1. */
+static long long srv_parse_length(const char *val, Py_ssize_t vl)
+{
+    char tmp[32], *end;
+    long long v;
+
+    if (vl == 0 || vl >= (Py_ssize_t)sizeof tmp || val[0] < '0' || val[0] > '9')
+        return -1;
+    memcpy(tmp, val, (size_t)vl);
+    tmp[vl] = 0;
+    errno = 0;
+    v = strtoll(tmp, &end, 10);
+    return errno || *end || v < 0 ? -1 : v;
+}
+
+/* What start_response's arguments say, kept aside until all of them
+ * passed: a refused call changes nothing in the response. */
+struct srv_start {
+    int code;
+    int64_t content_length;     /* -1 if the headers give none */
+    int app_cl;
+    int close_after;            /* Connection: close */
+};
+
+/* Notes in st what the server must know of header t (its Content-Length,
+ * Connection: close) and refuses the hop-by-hop ones. Returns 0, or -1
+ * with ValueError. */
+static int srv_note_header(struct srv_start *st, PyObject *t, const char *name,
+                           Py_ssize_t nl, const char *val, Py_ssize_t vl)
+{
+    if (nl == 14 && strncasecmp(name, "Content-Length", 14) == 0) {
+        long long v = srv_parse_length(val, vl);
+        if (v < 0) {
+            PyErr_Format(PyExc_ValueError, "response Content-Length %R is "
+                         "not a non-negative integer", PyTuple_GET_ITEM(t, 1));
+            return -1;
+        }
+        st->content_length = v;
+        st->app_cl = 1;
+    } else if (nl == 10 && strncasecmp(name, "Connection", 10) == 0) {
+        if (vl == 5 && strncasecmp(val, "close", 5) == 0)
+            st->close_after = 1;
+    } else if ((nl == 17 && strncasecmp(name, "Transfer-Encoding", 17) == 0) ||
+               (nl == 10 && strncasecmp(name, "Keep-Alive", 10) == 0) ||
+               (nl == 7 && strncasecmp(name, "Upgrade", 7) == 0) ||
+               (nl == 2 && strncasecmp(name, "TE", 2) == 0) ||
+               (nl == 7 && strncasecmp(name, "Trailer", 7) == 0)) {
+        PyErr_Format(PyExc_ValueError,
+                     "response header %R is hop-by-hop: a WSGI app may "
+                     "not set it (PEP 3333); the server frames the "
+                     "response itself", PyTuple_GET_ITEM(t, 0));
+        return -1;
+    }
+    return 0;
+}
+
+/* Item i of the app's header list: a (str, str) tuple, checked and noted
+ * in st. Returns 0, or -1 with an exception. */
+static int srv_check_header(struct srv_start *st, Py_ssize_t i, PyObject *t)
+{
+    const char *name, *val;
+    Py_ssize_t nl, vl;
+
+    if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 2) {
+        PyErr_Format(PyExc_TypeError,
+                     "response header %zd must be a (name, value) tuple, "
+                     "not %R", i, t);
+        return -1;
+    }
+    name = srv_str_bytes(PyTuple_GET_ITEM(t, 0), &nl, "a header name");
+    if (!name)
+        return -1;
+    val = srv_str_bytes(PyTuple_GET_ITEM(t, 1), &vl, "a header value");
+    if (!val)
+        return -1;
+    if (srv_check_field(t, name, nl, val, vl) < 0)
+        return -1;
+    return srv_note_header(st, t, name, nl, val, vl);
+}
+
+/* start_response's status and headers, checked and noted in st.
+ * Returns 0, or -1 with an exception. */
+static int srv_check_start(struct srv_start *st, PyObject *status,
+                           PyObject *headers)
+{
+    st->code = srv_check_status(status);
+    st->content_length = -1;
+    st->app_cl = 0;
+    st->close_after = 0;
+    if (st->code < 0)
+        return -1;
     if (!PyList_Check(headers)) {
         PyErr_Format(PyExc_TypeError,
                      "response headers must be a list of (name, value) "
                      "tuples, not %.100s", Py_TYPE(headers)->tp_name);
         return -1;
     }
-    r->content_length = -1;
-    r->app_cl = 0;
-    r->close_after = 0;
-    n = PyList_GET_SIZE(headers);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *t = PyList_GET_ITEM(headers, i);
-        const char *name, *val;
-        Py_ssize_t nl, vl;
-        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 2) {
-            PyErr_Format(PyExc_TypeError,
-                         "response header %zd must be a (name, value) tuple, "
-                         "not %R", i, t);
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(headers); i++)
+        if (srv_check_header(st, i, PyList_GET_ITEM(headers, i)) < 0)
             return -1;
-        }
-        name = srv_str_bytes(PyTuple_GET_ITEM(t, 0), &nl, "a header name");
-        if (!name)
-            return -1;
-        val = srv_str_bytes(PyTuple_GET_ITEM(t, 1), &vl, "a header value");
-        if (!val)
-            return -1;
-        if (nl == 0) {
-            PyErr_SetString(PyExc_ValueError, "a response header name is empty");
-            return -1;
-        }
-        for (Py_ssize_t j = 0; j < nl; j++)
-            if (!srv_token_char((unsigned char)name[j])) {
-                PyErr_Format(PyExc_ValueError,
-                             "response header name %R is not a valid token",
-                             PyTuple_GET_ITEM(t, 0));
-                return -1;
-            }
-        for (Py_ssize_t j = 0; j < vl; j++) {
-            unsigned char ch = (unsigned char)val[j];
-            if ((ch < 32 && ch != '\t') || ch == 127) {
-                PyErr_Format(PyExc_ValueError,
-                             "response header %R has a control character "
-                             "(CR, LF, NUL...) in its value: refusing to send "
-                             "it", PyTuple_GET_ITEM(t, 0));
-                return -1;
-            }
-        }
-        if (nl == 14 && strncasecmp(name, "Content-Length", 14) == 0) {
-            char tmp[32];
-            char *end;
-            long long v;
-            if (vl == 0 || vl >= (Py_ssize_t)sizeof tmp) goto bad_cl;
-            memcpy(tmp, val, (size_t)vl);
-            tmp[vl] = 0;
-            errno = 0;
-            v = strtoll(tmp, &end, 10);
-            if (errno || *end || v < 0 || tmp[0] < '0' || tmp[0] > '9')
-                goto bad_cl;
-            r->content_length = v;
-            r->app_cl = 1;
-        } else if (nl == 10 && strncasecmp(name, "Connection", 10) == 0) {
-            if (vl == 5 && strncasecmp(val, "close", 5) == 0)
-                r->close_after = 1;
-        } else if ((nl == 17 && strncasecmp(name, "Transfer-Encoding", 17) == 0) ||
-                   (nl == 10 && strncasecmp(name, "Keep-Alive", 10) == 0) ||
-                   (nl == 7 && strncasecmp(name, "Upgrade", 7) == 0) ||
-                   (nl == 2 && strncasecmp(name, "TE", 2) == 0) ||
-                   (nl == 7 && strncasecmp(name, "Trailer", 7) == 0)) {
-            PyErr_Format(PyExc_ValueError,
-                         "response header %R is hop-by-hop: a WSGI app may "
-                         "not set it (PEP 3333); the server frames the "
-                         "response itself", PyTuple_GET_ITEM(t, 0));
-            return -1;
-        }
-        continue;
-    bad_cl:
-        PyErr_Format(PyExc_ValueError,
-                     "response Content-Length %R is not a non-negative integer",
-                     PyTuple_GET_ITEM(t, 1));
-        return -1;
-    }
-    r->code = (s[0] - '0') * 100 + (s[1] - '0') * 10 + (s[2] - '0');
     return 0;
 }
 
@@ -155,8 +207,7 @@ static PyObject *srv_start_response(PyObject *self, PyObject *const *args,
 {
     struct srv_resp *r = (struct srv_resp *)self;
     PyObject *exc_info = nargs > 2 ? args[2] : Py_None;
-    int saved_close = r->close_after, saved_code = r->code;
-    int64_t saved_cl = r->content_length;
+    struct srv_start st;
 
     if (nargs < 2 || nargs > 3) {
         PyErr_SetString(PyExc_TypeError,
@@ -185,17 +236,86 @@ static PyObject *srv_start_response(PyObject *self, PyObject *const *args,
                         "an error");
         return NULL;
     }
-    if (srv_check_headers(r, args[0], args[1]) < 0) {
-        r->close_after = saved_close;
-        r->code = saved_code;
-        r->content_length = saved_cl;
+    if (srv_check_start(&st, args[0], args[1]) < 0)
         return NULL;
-    }
+    r->code = st.code;
+    r->content_length = st.content_length;
+    r->app_cl = st.app_cl;
+    r->close_after = st.close_after;
     Py_XSETREF(r->status, Py_NewRef(args[0]));
     Py_XSETREF(r->headers, Py_NewRef(args[1]));
     r->started = 1;
     return PyObject_GetAttrString(self, "write");
 }
+
+/* ---- framing ---------------------------------------------------------- */
+
+#define SRV_CHUNK_LINE 18        /* a size_t in hex, CRLF */
+#define SRV_LAST_CHUNK "0\r\n\r\n" /* zero-size chunk, no trailer fields */
+
+/* The size line of an n-byte chunk ("%zx\r\n", without snprintf's cost
+ * on every chunk) into line; returns its length. */
+static size_t srv_chunk_line(char *line, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t len = 0;
+    int shift = 0;
+
+    while (shift + 4 < (int)(8 * sizeof n) && n >> (shift + 4))
+        shift += 4;
+    for (; shift >= 0; shift -= 4)
+        line[len++] = hex[(n >> shift) & 15];
+    line[len++] = '\r';
+    line[len++] = '\n';
+    return len;
+}
+
+/* Body bytes p[0..n), n > 0, as iovecs: one chunk (size line, bytes,
+ * CRLF) when r is chunked, else the bytes alone. line holds the size
+ * line (SRV_CHUNK_LINE bytes). Returns how many of iov[0..3) it used. */
+static int srv_frame(const struct srv_resp *r, struct iovec *iov, char *line,
+                     const char *p, size_t n)
+{
+    int cnt = 0;
+
+    if (r->chunked) {
+        iov[cnt].iov_base = line;
+        iov[cnt++].iov_len = srv_chunk_line(line, n);
+    }
+    iov[cnt].iov_base = (void *)p;
+    iov[cnt++].iov_len = n;
+    if (r->chunked) {
+        iov[cnt].iov_base = (void *)"\r\n";
+        iov[cnt++].iov_len = 2;
+    }
+    return cnt;
+}
+
+/* How the body travels, decided when the head goes out: no body (HEAD,
+ * 1xx, 204, 304); else its length when known (from the app, or the
+ * whole body is blen bytes: final), chunked (HTTP/1.1) or ended by the
+ * close (HTTP/1.0). Also whether the connection closes after. */
+static void srv_choose_framing(struct srv_resp *r, size_t blen, int final)
+{
+    const struct srv_request *req = r->req;
+    const struct srv_server *srv = r->c->srv;
+    int has_body = r->code >= 200 && r->code != 204 && r->code != 304;
+
+    r->no_body = !has_body ||
+                 (req->method_len == 4 && memcmp(req->method, "HEAD", 4) == 0);
+    if (r->content_length < 0 && final && has_body)
+        r->content_length = (int64_t)blen; /* the whole body is known */
+    if (r->content_length < 0 && has_body) {
+        if (req->minor >= 1)
+            r->chunked = 1;
+        else
+            r->close_after = 1; /* HTTP/1.0: the end of the body is the close */
+    }
+    if (!req->keep_alive || srv->stopping || srv->opt.keepalive <= 0)
+        r->close_after = 1;
+}
+
+/* ---- the head ----------------------------------------------------------- */
 
 /* Growable byte buffer for the response head. */
 struct srv_buf {
@@ -226,119 +346,113 @@ static int srv_buf_add(struct srv_buf *b, const char *s, size_t n)
 
 #define SRV_ADD(b, lit) srv_buf_add((b), (lit), sizeof(lit) - 1)
 
-/* Sends the head (and first body bytes, if any). body may be NULL. */
-static int srv_send_head(struct srv_resp *r, const char *body, size_t blen,
-                         int final)
+/* The status line and the app's headers, except Connection (srv_head_end
+ * says it, once). Notes whether the app gave Date and Server. Returns 0,
+ * or -1 with an exception. */
+static int srv_head_start(const struct srv_resp *r, struct srv_buf *b,
+                          int *has_date, int *has_server)
 {
-    struct srv_conn *c = r->c;
-    const struct srv_request *req = r->req;
-    struct srv_buf b = {.len = 0, .cap = sizeof b.local};
     Py_ssize_t n = PyList_GET_SIZE(r->headers), slen;
     const char *status = srv_str_bytes(r->status, &slen, "the status");
-    int has_date = 0, has_server = 0, rc;
-    char tmp[128];
-    struct iovec iov[4];
-    int cnt = 0;
 
-    b.p = b.local;
-    if (!status)
+    if (!status ||
+        (r->req->minor ? SRV_ADD(b, "HTTP/1.1 ") : SRV_ADD(b, "HTTP/1.0 ")) < 0 ||
+        srv_buf_add(b, status, (size_t)slen) < 0 || SRV_ADD(b, "\r\n") < 0)
         return -1;
-    r->no_body = (req->method_len == 4 && memcmp(req->method, "HEAD", 4) == 0) ||
-                 r->code < 200 || r->code == 204 || r->code == 304;
-    if (r->content_length < 0 && final && r->code >= 200 && r->code != 204 &&
-        r->code != 304)
-        r->content_length = (int64_t)blen; /* the whole body is known */
-    if (r->content_length < 0 && r->code >= 200 && r->code != 204 &&
-        r->code != 304) {
-        if (req->minor >= 1)
-            r->chunked = 1;
-        else
-            r->close_after = 1; /* HTTP/1.0: the end of the body is the close */
-    }
-    if (!req->keep_alive || c->srv->stopping || c->srv->opt.keepalive <= 0)
-        r->close_after = 1;
-    rc = req->minor ? SRV_ADD(&b, "HTTP/1.1 ") : SRV_ADD(&b, "HTTP/1.0 ");
-    if (rc < 0 || srv_buf_add(&b, status, (size_t)slen) < 0 || SRV_ADD(&b, "\r\n") < 0)
-        goto error;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *t = PyList_GET_ITEM(r->headers, i);
         Py_ssize_t nl, vl;
         const char *name = srv_str_bytes(PyTuple_GET_ITEM(t, 0), &nl, "a header name");
         const char *val = srv_str_bytes(PyTuple_GET_ITEM(t, 1), &vl, "a header value");
         if (!name || !val)
-            goto error;
+            return -1;
         if (nl == 4 && strncasecmp(name, "Date", 4) == 0)
-            has_date = 1;
+            *has_date = 1;
         else if (nl == 6 && strncasecmp(name, "Server", 6) == 0)
-            has_server = 1;
+            *has_server = 1;
         else if (nl == 10 && strncasecmp(name, "Connection", 10) == 0)
-            continue; /* we say it ourselves, once */
-        if (srv_buf_add(&b, name, (size_t)nl) < 0 || SRV_ADD(&b, ": ") < 0 ||
-            srv_buf_add(&b, val, (size_t)vl) < 0 || SRV_ADD(&b, "\r\n") < 0)
-            goto error;
+            continue;
+        if (srv_buf_add(b, name, (size_t)nl) < 0 || SRV_ADD(b, ": ") < 0 ||
+            srv_buf_add(b, val, (size_t)vl) < 0 || SRV_ADD(b, "\r\n") < 0)
+            return -1;
     }
-    if (!has_date) {
-        if (SRV_ADD(&b, "Date: ") < 0 ||
-            srv_buf_add(&b, srv_http_date(), strlen(srv_http_date())) < 0 ||
-            SRV_ADD(&b, "\r\n") < 0)
-            goto error;
-    }
-    if (!has_server && SRV_ADD(&b, "Server: libgreen\r\n") < 0)
-        goto error;
+    return 0;
+}
+
+/* What the server says itself: Date and Server unless the app did, the
+ * Content-Length it computed, Transfer-Encoding, Connection, and the
+ * blank line. Returns 0, or -1 with an exception. */
+static int srv_head_end(const struct srv_resp *r, struct srv_buf *b,
+                        int has_date, int has_server)
+{
+    char tmp[64];
+
+    if (!has_date && (SRV_ADD(b, "Date: ") < 0 ||
+                      srv_buf_add(b, srv_http_date(), strlen(srv_http_date())) < 0 ||
+                      SRV_ADD(b, "\r\n") < 0))
+        return -1;
+    if (!has_server && SRV_ADD(b, "Server: libgreen\r\n") < 0)
+        return -1;
     if (!r->app_cl && r->content_length >= 0 && r->code >= 200 &&
         r->code != 204 && r->code != 304) {
         int k = snprintf(tmp, sizeof tmp, "Content-Length: %lld\r\n",
                          (long long)r->content_length);
-        if (srv_buf_add(&b, tmp, (size_t)k) < 0)
-            goto error;
+        if (srv_buf_add(b, tmp, (size_t)k) < 0)
+            return -1;
     }
-    if (r->chunked && SRV_ADD(&b, "Transfer-Encoding: chunked\r\n") < 0)
-        goto error;
-    if (r->close_after ? SRV_ADD(&b, "Connection: close\r\n\r\n") < 0
-                       : (req->minor == 0 ? SRV_ADD(&b, "Connection: keep-alive\r\n\r\n")
-                                          : SRV_ADD(&b, "\r\n")) < 0)
-        goto error;
-    iov[cnt].iov_base = b.p;
-    iov[cnt++].iov_len = b.len;
+    if (r->chunked && SRV_ADD(b, "Transfer-Encoding: chunked\r\n") < 0)
+        return -1;
+    if (r->close_after)
+        return SRV_ADD(b, "Connection: close\r\n\r\n");
+    if (r->req->minor == 0)
+        return SRV_ADD(b, "Connection: keep-alive\r\n\r\n");
+    return SRV_ADD(b, "\r\n");
+}
+
+/* Sends the head with the first body bytes, if any (body may be NULL);
+ * final: they are the whole body. Returns 0, or -1 with an exception or
+ * with r->failed and none (the client left). */
+static int srv_send_head(struct srv_resp *r, const char *body, size_t blen,
+                         int final)
+{
+    struct srv_conn *c = r->c;
+    struct srv_buf b = {.len = 0, .cap = sizeof b.local};
+    int has_date = 0, has_server = 0, cnt = 1, rc = -1;
+    char line[SRV_CHUNK_LINE];
+    struct iovec iov[4];
+
+    b.p = b.local;
+    srv_choose_framing(r, blen, final);
+    if (srv_head_start(r, &b, &has_date, &has_server) < 0 ||
+        srv_head_end(r, &b, has_date, has_server) < 0)
+        goto out;
+    iov[0].iov_base = b.p;
+    iov[0].iov_len = b.len;
     if (r->no_body)
         blen = 0;
-    if (blen) {
-        if (r->chunked) {
-            int k = snprintf(tmp, sizeof tmp, "%zx\r\n", blen);
-            iov[cnt].iov_base = tmp;
-            iov[cnt++].iov_len = (size_t)k;
-        }
-        iov[cnt].iov_base = (void *)body;
-        iov[cnt++].iov_len = blen;
-        if (r->chunked) {
-            iov[cnt].iov_base = (void *)"\r\n";
-            iov[cnt++].iov_len = 2;
-        }
-    }
+    if (blen)
+        cnt += srv_frame(r, iov + 1, line, body, blen);
     r->head_sent = 1;
     rc = srv_send_all(c, iov, cnt, c->srv->opt.body_timeout);
-    if (b.p != b.local)
-        PyMem_Free(b.p);
-    if (rc < 0) {
+    if (rc < 0)
         r->failed = 1;
-        return -1;
-    }
-    r->body_sent += blen;
-    return 0;
-
-error:
+    else
+        r->body_sent += blen;
+out:
     if (b.p != b.local)
         PyMem_Free(b.p);
-    return -1;
+    return rc;
 }
+
+/* ---- the body ----------------------------------------------------------- */
 
 /* One body chunk after the head. Returns 0, or -1 when the connection
  * broke (r->failed, no exception) or on a Python error. */
 static int srv_send_body(struct srv_resp *r, const char *p, size_t n)
 {
     struct iovec iov[3];
-    char tmp[32];
-    int cnt = 0;
+    char line[SRV_CHUNK_LINE];
+    int cnt;
 
     if (n == 0 || r->no_body)
         return 0;
@@ -351,23 +465,32 @@ static int srv_send_body(struct srv_resp *r, const char *p, size_t n)
         if (n == 0)
             return 0;
     }
-    if (r->chunked) {
-        int k = snprintf(tmp, sizeof tmp, "%zx\r\n", n);
-        iov[cnt].iov_base = tmp;
-        iov[cnt++].iov_len = (size_t)k;
-    }
-    iov[cnt].iov_base = (void *)p;
-    iov[cnt++].iov_len = n;
-    if (r->chunked) {
-        iov[cnt].iov_base = (void *)"\r\n";
-        iov[cnt++].iov_len = 2;
-    }
+    cnt = srv_frame(r, iov, line, p, n);
     if (srv_send_all(r->c, iov, cnt, r->c->srv->opt.body_timeout) < 0) {
         r->failed = 1;
         return -1;
     }
     r->body_sent += n;
     return 0;
+}
+
+/* After the app's last body bytes: the last chunk of a chunked body; a
+ * body short of its Content-Length closes the connection (the client
+ * cannot tell it from a cut one anyway). */
+void srv_resp_finish(struct srv_resp *r)
+{
+    if (r->chunked && !r->no_body) {
+        struct iovec end = {(void *)SRV_LAST_CHUNK, sizeof SRV_LAST_CHUNK - 1};
+        if (srv_send_all(r->c, &end, 1, r->c->srv->opt.body_timeout) < 0)
+            r->failed = 1;
+    }
+    if (r->content_length >= 0 && !r->no_body &&
+        r->body_sent < (uint64_t)r->content_length) {
+        fprintf(stderr, "libgreen: the app sent %llu of the %lld body bytes "
+                "its Content-Length promised; closing the connection\n",
+                (unsigned long long)r->body_sent, (long long)r->content_length);
+        r->close_after = 1;
+    }
 }
 
 static int srv_write_bytes(struct srv_resp *r, PyObject *data, int final)
@@ -443,6 +566,19 @@ PyTypeObject srv_resp_type = {
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_methods = srv_resp_methods,
 };
+
+struct srv_resp *srv_resp_new(struct srv_conn *c, const struct srv_request *req)
+{
+    struct srv_resp *r = PyObject_New(struct srv_resp, &srv_resp_type);
+
+    if (!r)
+        return NULL;
+    memset(&r->c, 0, sizeof *r - offsetof(struct srv_resp, c));
+    r->c = c;
+    r->req = req;
+    r->content_length = -1;
+    return r;
+}
 
 int srv_request_types_init(PyObject *module)
 {

@@ -1,6 +1,6 @@
 /* server/response.h - the response object, shared by response.c, which
  * gives it start_response and write() and puts it on the wire, and
- * request.c, which makes one per request and reads how it ended.
+ * request.c, which asks for one per request and reads how it ended.
  */
 #ifndef LIBGREEN_SERVER_RESPONSE_H
 #define LIBGREEN_SERVER_RESPONSE_H
@@ -9,6 +9,8 @@
 
 struct srv_resp {
     PyObject_HEAD
+    /* srv_resp_new zeroes every field from here on, then sets c, req and
+     * content_length */
     struct srv_conn *c;         /* NULL once the request is over */
     const struct srv_request *req;
     PyObject *status;           /* str, from start_response */
@@ -25,9 +27,14 @@ struct srv_resp {
     uint64_t body_sent;         /* body bytes (excluding framing) */
 };
 
-/* The libgreen.wsgi.Response type; request.c makes the objects. */
+/* The libgreen.wsgi.Response type. */
 SRV_HIDDEN extern PyTypeObject srv_resp_type;
+/* A response to req (the caller keeps it alive until the response ends)
+ * on c, nothing sent yet; NULL with an exception if out of memory. */
+SRV_HIDDEN struct srv_resp *srv_resp_new(struct srv_conn *c,
+                                         const struct srv_request *req);
 SRV_HIDDEN int srv_send_result(struct srv_resp *r, PyObject *result);
 SRV_HIDDEN void srv_close_result(PyObject *result);
+SRV_HIDDEN void srv_resp_finish(struct srv_resp *r);
 
 #endif

@@ -312,3 +312,22 @@ def test_head_with_body_read_first_still_has_no_body(srv):
         assert code == 200 and int(h["content-length"]) > 0
         # the next bytes on the wire are the GET's answer, not a HEAD body
         assert result(c)["parts"] == [""]
+
+
+def test_bodies_stream_through_the_bounded_read_buffer(server):
+    """A connection's read buffer never grows past max_head_size plus one
+    initial allocation (8 KiB): bodies far larger than that stream through
+    it whatever their framing, a head near the limit shares a send with its
+    body, and a request pipelined after a body is still served."""
+    srv = server(APP, {"max_head_size": 1024})
+    data = b"0123456789abcdef" * 16384  # 256 KiB
+    pad = b"X-Pad: " + b"p" * 900 + b"\r\n"  # each head stays under 1024
+    with srv.raw() as c:
+        c.send(b"POST /read HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+               + pad + b"\r\n" + chunked(data, sizes=(100000, 1, 30000))
+               + b"POST /readline HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nab\ncd")
+        assert result(c)["parts"] == [data.decode()]
+        assert result(c)["parts"] == ["ab\n", "cd"]
+        c.send(b"POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n" % len(data)
+               + pad + b"\r\n" + data)
+        assert result(c)["parts"] == [data.decode()]

@@ -313,6 +313,17 @@ def app(environ, start_response):
     if path == "/hop-by-hop":
         start_response("200 OK", [("Transfer-Encoding", "chunked")])
         return [b"should not be sent"]
+    if path == "/bad-replacement":
+        start_response("200 OK", [("Content-Length", "5")])
+        try:
+            raise ValueError("oops")
+        except ValueError:
+            try:
+                start_response("503 Service Unavailable", [("X Bad", "v")],
+                               sys.exc_info())
+            except ValueError:
+                record("replacement-refused")
+        return [b"hello"]
     if path == "/crlf-caught":
         try:
             start_response("200 OK", [("X-Bad", "a\r\nInjected: yes")])
@@ -354,6 +365,22 @@ def test_exc_info_after_head_reraises(xsrv):
         time.sleep(0.02)
     assert "reraised True" in xsrv.records()
     assert "not-reraised" not in xsrv.records()
+
+
+def test_refused_replacement_leaves_first_response_whole(xsrv):
+    """start_response with exc_info and a bad header raises and changes
+    nothing: the first response goes out as it was, with its one
+    Content-Length."""
+    with xsrv.raw() as c:
+        c.send("GET /bad-replacement HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, code, h, hlist = c.head()
+        assert code == 200, status
+        assert [n for n, _ in hlist if n.lower() == "content-length"] == \
+            ["Content-Length"], hlist
+        assert c.read_exact(5) == b"hello"
+        c.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert c.response()[2] == b"ok"
+    assert "replacement-refused" in xsrv.records()
 
 
 def test_second_start_response_without_exc_info_refused(xsrv):

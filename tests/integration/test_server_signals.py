@@ -165,3 +165,51 @@ def test_queued_request_gets_503_at_stop(server):
         assert first.result() == (200, b"finished /first")
     assert srv.wait(timeout=5) == 0
     assert "start /queued" not in srv.records()
+
+
+FORK_APP = r'''
+import os, time
+
+def app(environ, start_response):
+    pid = os.fork()
+    if pid == 0:
+        # The child is not the server: SIGTERM must end it as it would
+        # end any process whose handlers the server did not replace.
+        time.sleep(30)
+        os._exit(7)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(pid).encode()]
+'''
+
+
+def test_sigterm_ends_a_child_forked_in_a_request(server):
+    import os
+    srv = server(FORK_APP)
+    status, body = fetch(srv, "/fork")
+    assert status == 200
+    pid = int(body)
+    try:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            # the child is the server's, reaped by nobody: a zombie counts
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().split(") ", 1)[1].startswith("Z"):
+                    break
+            time.sleep(0.02)
+        else:
+            pytest.fail("the forked child ignored SIGTERM (the server's stop "
+                        "handler was still installed in it)")
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    # and the server itself still serves and still stops on SIGTERM
+    assert fetch(srv, "/after")[0] == 200
+    srv.kill(signal.SIGTERM)
+    assert srv.wait(timeout=10) == 0

@@ -1,0 +1,126 @@
+/* server/accept.c - the listening socket: accepting connections, pausing
+ * while there is no room for another request or no fd to accept into,
+ * and closing it when the server stops.
+ *
+ * Accepting pauses (the watcher stops) while max_size requests run, so
+ * the kernel's backlog, not our memory, holds the excess; and for 0.1 s
+ * after accept failed for lack of fds, so the readable backlog does not
+ * spin the loop.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "server/py.h"
+
+#define SRV_ACCEPT_BATCH 64
+#define SRV_ACCEPT_PAUSE 0.1 /* seconds without accepting after EMFILE */
+
+/* Accept only while there is room for another request. */
+void srv_accept_update(struct srv_server *srv)
+{
+    int room = !srv->stopping && !srv->accept_backoff &&
+               srv->active < srv->opt.max_size;
+
+    if (room && srv->accept_paused) {
+        ev_io_start(srv->loop, &srv->accept_w);
+        srv->accept_paused = 0;
+    } else if (!room && !srv->accept_paused) {
+        ev_io_stop(srv->loop, &srv->accept_w);
+        srv->accept_paused = 1;
+    }
+}
+
+static void srv_accept_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct srv_server *srv = w->data;
+
+    srv->accept_backoff = 0;
+    srv_accept_update(srv);
+}
+
+/* accept failed for lack of fds or memory: say so (at most every 10 s)
+ * and pause. */
+static void srv_accept_backoff(struct srv_server *srv)
+{
+    static double last;
+
+    if (ev_time() - last > 10) {
+        last = ev_time();
+        fprintf(stderr,
+                "libgreen: cannot accept connections (%s); "
+                "pausing accepts for 0.1 s - raise 'ulimit -n' "
+                "or lower max_size\n", strerror(errno));
+    }
+    /* The backlog stays readable: without a pause the loop would spin on
+     * the same failure. */
+    srv->accept_backoff = 1;
+    srv_accept_update(srv);
+    ev_timer_start(srv->loop, &srv->accept_retry);
+}
+
+static void srv_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct srv_server *srv = w->data;
+
+    for (int i = 0; i < SRV_ACCEPT_BATCH; i++) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof ss;
+        int fd = accept4(srv->fd, (struct sockaddr *)&ss, &len,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+                errno == ENOMEM)
+                srv_accept_backoff(srv);
+            return; /* EAGAIN, or retry on the next readiness */
+        }
+        if (len == 0 || ss.ss_family == AF_UNSPEC)
+            ss.ss_family = AF_UNIX;
+        srv_conn_new(srv, fd, &ss);
+    }
+}
+
+/* Starts accepting on srv->fd (already non-blocking) on srv->loop. */
+void srv_accept_start(struct srv_server *srv)
+{
+    ev_io_init(&srv->accept_w, srv_accept_cb, srv->fd, EV_READ);
+    srv->accept_w.data = srv;
+    ev_timer_init(&srv->accept_retry, srv_accept_retry_cb, SRV_ACCEPT_PAUSE, 0.);
+    srv->accept_retry.data = srv;
+    ev_io_start(srv->loop, &srv->accept_w);
+}
+
+/* Stops the watchers srv_accept_start started. */
+void srv_accept_stop(struct srv_server *srv)
+{
+    if (!srv->accept_paused)
+        ev_io_stop(srv->loop, &srv->accept_w);
+    ev_timer_stop(srv->loop, &srv->accept_retry);
+}
+
+/* Stops listening at once, so that new connections are refused rather
+ * than left in the backlog of a server that will never accept them
+ * (until the process exits and resets them). The fd number stays valid
+ * for the Python socket object that owns it: an unbound socket takes its
+ * place (dup3 keeps it close-on-exec) and Python closes that later, as
+ * eventlet's server closes its socket. Only this process's reference
+ * goes: worker processes sharing the listening socket keep serving. */
+void srv_listener_close(struct srv_server *srv)
+{
+    int domain = AF_INET, s;
+    socklen_t len = sizeof domain;
+
+    if (getsockopt(srv->fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0)
+        domain = AF_INET;
+    s = socket(domain, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        return; /* keep listening unserved: no worse than before */
+    if (dup3(s, srv->fd, O_CLOEXEC) < 0)
+        fprintf(stderr, "libgreen: could not close the listening socket "
+                "(%s); new connections wait until the process exits\n",
+                strerror(errno));
+    close(s);
+}

@@ -1,0 +1,359 @@
+/* server/conn.c - a client connection: its read buffer and its life on
+ * the hub between requests.
+ *
+ * Connections live on the hub with no green thread and no Python state
+ * while they wait for a request head (state SRV_READING): a struct, a
+ * read buffer, one ev_io and one ev_timer. Bytes are read and the head
+ * parsed in the hub context; only a complete head gets a green thread
+ * (SRV_BUSY), which runs the request with the GIL and hands the
+ * connection back (srv_conn_resume) or closes it. With max_size requests
+ * running, a complete head waits in a FIFO (SRV_QUEUED) until one ends.
+ *
+ * The timer of a reading connection is the keep-alive timeout while its
+ * buffer is empty and the header timeout once a request has started to
+ * arrive; on expiry an idle connection is closed silently and a partial
+ * request gets 408.
+ *
+ * The read buffer grows in one place, srv_conn_room, and never past
+ * max_head_size plus one initial allocation: the parser gives its verdict
+ * once it holds max_head_size bytes, and body reads (input.c) hand out
+ * every buffered byte before asking for more, so neither needs a bigger
+ * buffer.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include "server/py.h"
+
+#define SRV_BUF_INIT 8192
+
+/* ---- the read buffer ------------------------------------------------ */
+
+/* Room for at least one more byte at the end of c->buf, growing it when
+ * full: doubling from SRV_BUF_INIT, never past max_head_size +
+ * SRV_BUF_INIT. Returns 0, or -1 with errno ENOBUFS (full at that bound)
+ * or ENOMEM. Either context; allocates with PyMem_Raw (no GIL needed). */
+static int srv_conn_room(struct srv_conn *c)
+{
+    size_t limit = c->srv->opt.limits.max_head_size, cap;
+    char *b;
+
+    if (c->len < c->cap)
+        return 0;
+    if (limit == 0 || limit > INT_MAX) /* as the parser reads it */
+        limit = limit ? INT_MAX : SRV_DEFAULT_MAX_HEAD_SIZE;
+    limit += SRV_BUF_INIT;
+    if (c->cap >= limit) {
+        errno = ENOBUFS;
+        return -1;
+    }
+    cap = c->cap ? c->cap * 2 : SRV_BUF_INIT;
+    if (cap > limit)
+        cap = limit;
+    b = PyMem_RawRealloc(c->buf, cap);
+    if (!b) {
+        errno = ENOMEM;
+        return -1;
+    }
+    c->buf = b;
+    c->cap = cap;
+    return 0;
+}
+
+/* Reads more bytes into c->buf. Green thread, GIL held (released while
+ * parked). Returns bytes read, 0 at EOF, -1 with errno (ETIMEDOUT,
+ * ENOBUFS from srv_conn_room, or the socket's error). */
+int srv_conn_fill(struct srv_conn *c, double timeout)
+{
+    ssize_t n;
+
+    if (srv_conn_room(c) < 0)
+        return -1;
+    for (;;) {
+        n = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
+        if (n >= 0) {
+            c->len += (size_t)n;
+            return (int)n;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN)
+            return -1;
+        if (srv_wait(c->fd, GREEN_READ, timeout) < 0)
+            return -1;
+    }
+}
+
+/* ---- the connection list and the queue ------------------------------ */
+
+static void srv_queue_remove(struct srv_conn *c)
+{
+    struct srv_server *srv = c->srv;
+    struct srv_conn **pp = &srv->queue_head, *prev = NULL;
+
+    while (*pp && *pp != c) {
+        prev = *pp;
+        pp = &(*pp)->qnext;
+    }
+    if (!*pp)
+        return;
+    *pp = c->qnext;
+    if (srv->queue_tail == c)
+        srv->queue_tail = prev;
+    c->qnext = NULL;
+}
+
+/* Takes c off srv->conns (its memory stays). */
+static void srv_conn_unlink(struct srv_conn *c)
+{
+    struct srv_server *srv = c->srv;
+
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        srv->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->next = c->prev = NULL;
+}
+
+void srv_conn_close(struct srv_conn *c)
+{
+    struct srv_server *srv = c->srv;
+
+    if (c->state == SRV_QUEUED)
+        srv_queue_remove(c);
+    ev_io_stop(srv->loop, &c->io);
+    ev_timer_stop(srv->loop, &c->timer);
+    srv_conn_unlink(c);
+    close(c->fd);
+    PyMem_RawFree(c->buf);
+    PyMem_RawFree(c);
+}
+
+/* A stop began: idle connections close, queued requests (never started)
+ * get 503 first; running requests keep theirs until they finish. */
+void srv_conns_close_idle(struct srv_server *srv)
+{
+    struct srv_conn *c, *next;
+
+    for (c = srv->conns; c; c = next) {
+        next = c->next;
+        if (c->state == SRV_QUEUED)
+            srv_send_error(c, 503, "the server is shutting down");
+        if (c->state == SRV_READING || c->state == SRV_QUEUED)
+            srv_conn_close(c);
+    }
+}
+
+/* The server returns: nobody serves any connection now. A connection
+ * whose (abandoned) green thread still points at it is only unlinked. */
+void srv_conns_close_all(struct srv_server *srv)
+{
+    while (srv->conns) {
+        struct srv_conn *c = srv->conns;
+        if (c->state == SRV_BUSY)
+            srv_conn_unlink(c);
+        else
+            srv_conn_close(c);
+    }
+}
+
+/* ---- waiting for a request head in the hub context ------------------ */
+
+static void srv_conn_arm_timer(struct srv_conn *c)
+{
+    struct srv_server *srv = c->srv;
+    double t = c->len ? srv->opt.header_timeout : srv->opt.keepalive;
+
+    if (c->requests == 0 && !c->len)
+        t = srv->opt.header_timeout; /* a new connection owes us a request */
+    ev_timer_stop(srv->loop, &c->timer);
+    if (t > 0) {
+        ev_timer_set(&c->timer, t, 0.);
+        ev_timer_start(srv->loop, &c->timer);
+    }
+}
+
+/* Back to waiting for a request head in the hub context (from a green
+ * thread that finished a response on a keep-alive connection). */
+void srv_conn_resume(struct srv_conn *c)
+{
+    c->state = SRV_READING;
+    ev_io_start(c->srv->loop, &c->io);
+    srv_conn_arm_timer(c);
+}
+
+static void srv_dispatch(struct srv_conn *c)
+{
+    struct srv_server *srv = c->srv;
+    struct green_attr attr = {0, "wsgi-request"};
+    struct green *g;
+
+    ev_io_stop(srv->loop, &c->io);
+    ev_timer_stop(srv->loop, &c->timer);
+    c->state = SRV_BUSY;
+    g = G.spawn(srv_request_green, c, &attr);
+    if (!g) {
+        srv_send_error(c, 503, "no memory for another request");
+        srv_conn_close(c);
+        return;
+    }
+    G.detach(g);
+    srv->active++;
+    srv_accept_update(srv);
+}
+
+/* A complete request when max_size requests are already running: it
+ * waits, in arrival order, for srv_request_done to make room. Its bytes
+ * stay buffered; the client meanwhile sees a slow answer, not a refusal
+ * (the same as eventlet's pool of max_size green threads). */
+static void srv_enqueue(struct srv_conn *c)
+{
+    struct srv_server *srv = c->srv;
+
+    ev_io_stop(srv->loop, &c->io);
+    ev_timer_stop(srv->loop, &c->timer);
+    c->state = SRV_QUEUED;
+    c->qnext = NULL;
+    if (srv->queue_tail)
+        srv->queue_tail->qnext = c;
+    else
+        srv->queue_head = c;
+    srv->queue_tail = c;
+}
+
+/* Called by a request's green thread when it is done. */
+void srv_request_done(struct srv_server *srv)
+{
+    srv->active--;
+    /* Room for a queued request: it starts now (spawning does not switch,
+     * so this is safe from the finishing green thread). */
+    while (srv->queue_head && srv->active < srv->opt.max_size && !srv->stopping) {
+        struct srv_conn *c = srv->queue_head;
+        srv->queue_head = c->qnext;
+        if (!srv->queue_head)
+            srv->queue_tail = NULL;
+        c->qnext = NULL;
+        srv_dispatch(c);
+    }
+    srv_accept_update(srv);
+}
+
+/* Parses what the buffer holds. Returns 1 if a request was dispatched,
+ * queued or the connection closed, 0 if more bytes are needed. */
+static int srv_conn_try_parse(struct srv_conn *c)
+{
+    struct srv_server *srv = c->srv;
+    struct srv_request req;
+    int n;
+
+    /* The green thread parses again into its own array: here only the
+     * verdict matters (complete, partial, refused). */
+    memset(&req, 0, sizeof req);
+    req.headers = srv->scratch;
+    req.nheaders = srv->nscratch;
+    n = srv_parse_request(c->buf, c->len, &req, &srv->opt.limits);
+    if (n == -2)
+        return 0;
+    if (n < 0) {
+        srv_send_error(c, req.status, req.error);
+        srv_conn_close(c);
+        return 1;
+    }
+    if (srv->active >= srv->opt.max_size)
+        srv_enqueue(c);
+    else
+        srv_dispatch(c);
+    return 1;
+}
+
+static void srv_conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct srv_conn *c = w->data;
+    size_t had = c->len;
+    ssize_t n;
+
+    if (srv_conn_room(c) < 0) {
+        /* The parser refuses long heads itself once it holds
+         * max_head_size bytes; this only bounds a client whose garbage
+         * it never finishes. Out of memory: close without a word. */
+        if (errno == ENOBUFS)
+            srv_send_error(c, 431, "request head too large");
+        srv_conn_close(c);
+        return;
+    }
+    n = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
+    if (n <= 0) {
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+        srv_conn_close(c); /* EOF or reset between requests: nothing lost */
+        return;
+    }
+    c->len += (size_t)n;
+    if (srv_conn_try_parse(c))
+        return;
+    if (had == 0)
+        srv_conn_arm_timer(c); /* a request started: header timeout now */
+}
+
+static void srv_conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct srv_conn *c = w->data;
+
+    if (c->len)
+        srv_send_error(c, 408, "the request head did not arrive in time");
+    srv_conn_close(c);
+}
+
+/* The peer's address as text for REMOTE_ADDR, REMOTE_PORT and the log
+ * (empty for a Unix socket). */
+static void srv_conn_peer(struct srv_conn *c, const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &a->sin_addr, c->remote_addr, sizeof c->remote_addr);
+        snprintf(c->remote_port, sizeof c->remote_port, "%u", ntohs(a->sin_port));
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, c->remote_addr, sizeof c->remote_addr);
+        snprintf(c->remote_port, sizeof c->remote_port, "%u", ntohs(a->sin6_port));
+    }
+}
+
+/* A connection accepted on fd starts waiting for its first request head.
+ * Closes fd if there is no memory for it. */
+void srv_conn_new(struct srv_server *srv, int fd, const struct sockaddr_storage *ss)
+{
+    struct srv_conn *c = PyMem_RawCalloc(1, sizeof *c);
+
+    if (!c) {
+        close(fd);
+        return;
+    }
+    c->srv = srv;
+    c->fd = fd;
+    c->state = SRV_READING;
+    srv_conn_peer(c, ss);
+    if (ss->ss_family != AF_UNIX) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    ev_io_init(&c->io, srv_conn_read_cb, fd, EV_READ);
+    c->io.data = c;
+    ev_init(&c->timer, srv_conn_timer_cb);
+    c->timer.data = c;
+    c->next = srv->conns;
+    if (c->next)
+        c->next->prev = c;
+    srv->conns = c;
+    ev_io_start(srv->loop, &c->io);
+    srv_conn_arm_timer(c);
+}
