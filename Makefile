@@ -50,7 +50,7 @@ PYSERVER_SRCS := server/api.c server/module.c server/greenthread.c server/mainru
                  server/options.c server/wsgi_server.c \
                  server/serve.c server/request.c server/environ.c server/response.c \
                  server/input.c server/filewrapper.c server/log.c \
-                 server/compat.c server/tstate.c server/http_parse.c \
+                 server/park_hooks.c server/tstate.c server/http_parse.c \
                  server/accept.c server/conn.c server/send.c
 
 # The Python side is built once per interpreter found: Debian's python3

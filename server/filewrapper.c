@@ -3,8 +3,8 @@
  *
  * The object is an ordinary iterable over filelike.read(blksize), so any
  * server or middleware can consume it. When the app returns it unchanged
- * and the file is a regular file, request.c bypasses the iteration and
- * sends the file with sendfile(2) instead.
+ * and the file is a regular file, response.c (srv_sendfile) bypasses the
+ * iteration and sends the file with sendfile(2) instead.
  */
 #include "server/py.h"
 

@@ -229,7 +229,7 @@ SRV_HIDDEN PyThreadState *srv_tstate_get(PyInterpreterState *interp);
 SRV_HIDDEN void srv_tstate_put(PyThreadState *ts);
 SRV_HIDDEN void srv_tstate_drain(void);
 
-/* compat.c */
-SRV_HIDDEN void srv_compat_init(void);
+/* park_hooks.c */
+SRV_HIDDEN void srv_park_hooks_init(void);
 
 #endif

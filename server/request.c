@@ -2,7 +2,7 @@
  * and reporting its errors, for each request of a connection in turn.
  *
  * The green thread owns a PyThreadState for its whole life (one per
- * green thread, the verified mechanism of DESIGN.md), holds the GIL while
+ * green thread, the verified mechanism of docs/DESIGN.md), holds the GIL while
  * it runs Python, and drops it whenever it parks. Each request runs in a
  * fresh contextvars.Context. A connection with pipelined requests is
  * served by the same green thread, one request after another.

@@ -1,7 +1,7 @@
 /* server/tstate.c - a pool of Python thread states for green threads.
  *
  * Every green thread that runs Python needs a PyThreadState of its own
- * (DESIGN.md, "Verified mechanism"). Making one per request is costly:
+ * (docs/DESIGN.md, "Verified mechanism"). Making one per request is costly:
  * CPython maps a fresh data stack for each new thread state on its first
  * call and unmaps it when the state is deleted - two system calls and
  * page faults per request, the largest item in a profile of a hello-world

@@ -1,12 +1,13 @@
-/* server/compat.c - what differs between CPython versions, in one place.
+/* server/park_hooks.c - the park hooks: a green thread never parks
+ * holding the GIL (hard rule 1).
  *
- * "Does this OS thread hold the GIL?" (hard rule 1). From 3.12 the
- * attached thread state is thread-local, so any attached state means
- * yes. Up to 3.11 the current state is process-wide: it is ours only if
+ * "Does this OS thread hold the GIL?" differs per CPython version. From
+ * 3.12 the attached thread state is thread-local, so any attached state
+ * means yes. Up to 3.11 the current state is process-wide: it is ours only if
  * it was made on this OS thread (green threads' states are made on the
  * thread that runs the hub, so they carry its id).
  *
- * The park hooks use it: a C extension that makes a blocking call while
+ * The hooks use it: a C extension that makes a blocking call while
  * holding the GIL gets the GIL released around the park and re-taken
  * after, so the other green threads can run Python meanwhile.
  */
@@ -42,7 +43,7 @@ static void srv_after_park(void *token)
 static const struct green_park_hooks srv_hooks = {srv_before_park,
                                                   srv_after_park};
 
-void srv_compat_init(void)
+void srv_park_hooks_init(void)
 {
     G.set_park_hooks(&srv_hooks);
 }
