@@ -10,7 +10,6 @@
  * The environ is built by environ.c; the response object, its framing
  * and the app's result on the wire are response.c's.
  */
-#include <stdio.h>
 #include <string.h>
 
 #include "server/py.h"
