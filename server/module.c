@@ -80,7 +80,7 @@ PyObject *PyInit_libgreen(void)
     PyObject *m = NULL, *wsgi = NULL;
 
     if (srv_api_init() < 0 || srv_environ_init() < 0 ||
-        srv_request_types_init(NULL) < 0 || PyType_Ready(&srv_gt_type) < 0)
+        srv_request_types_init() < 0 || PyType_Ready(&srv_gt_type) < 0)
         return NULL;
     srv_park_hooks_init();
     wsgi_methods[0].ml_doc = srv_wsgi_server_doc();

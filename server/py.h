@@ -173,7 +173,7 @@ SRV_HIDDEN PyObject *srv_build_environ(struct srv_conn *c,
                                        PyObject *input);
 
 /* response.c (the response object itself: server/response.h) */
-SRV_HIDDEN int srv_request_types_init(PyObject *module);
+SRV_HIDDEN int srv_request_types_init(void);
 
 /* input.c */
 SRV_HIDDEN extern PyTypeObject srv_input_type;

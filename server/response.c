@@ -580,7 +580,7 @@ struct srv_resp *srv_resp_new(struct srv_conn *c, const struct srv_request *req)
     return r;
 }
 
-int srv_request_types_init(PyObject *module)
+int srv_request_types_init(void)
 {
     if (PyType_Ready(&srv_resp_type) < 0 || PyType_Ready(&srv_input_type) < 0 ||
         PyType_Ready(&srv_filewrapper_type) < 0)
