@@ -78,7 +78,7 @@ SERVER_TESTS := $(patsubst tests/server/%.c,$(B)/tests/server/%,$(wildcard tests
 UNIT_TESTS := $(HUB_TESTS) $(PRELOAD_TESTS) $(SERVER_TESTS)
 
 .PHONY: all help deps test unit asan integration matrix regrtest bench bench-switch \
-        bench-parse bench-wsgi bench-memory run fuzz clean options-doc FORCE
+        bench-parse bench-wsgi bench-memory run fuzz clean options-doc transparency FORCE
 .DEFAULT_GOAL := all
 
 all: $(B)/libgreen.so $(PY_SOS)
@@ -92,6 +92,7 @@ help:
 	@echo "make integration  the pytest suite against build/libgreen.so"
 	@echo "make matrix       the pytest suite under every pyenv Python 3.10-3.13"
 	@echo "make regrtest     CPython's regression tests for the interposed calls, under the preload"
+	@echo "make transparency CPython's tests inside a green thread vs plainly, verdicts diffed"
 	@echo "make bench-switch ns per green thread switch"
 	@echo "make bench-parse  ns per request head parsed"
 	@echo "make bench-wsgi   req/s against gevent and eventlet (wrk on loopback)"
@@ -231,6 +232,13 @@ REGRTESTS ?= test_threading test_subprocess test_select test_selectors \
              test_asyncio test_ssl
 regrtest: all
 	LD_PRELOAD=$(abspath build/libgreen.so) $(PYTHON) -m test -j2 --timeout 300 $(REGRTESTS)
+
+# CPython's tests run inside one green thread and plainly, verdicts diffed
+# per test (scripts/transparency/compare; expected differences, each with
+# its reason, in scripts/transparency/expected.txt). Report:
+# build/transparency/report.md. TRANSPARENCY="test_x ..." picks modules.
+transparency: all
+	scripts/transparency/compare --python $(PYTHON) $(TRANSPARENCY)
 
 # ---- benchmarks, fuzzing, running -----------------------------------------
 
