@@ -11,6 +11,7 @@ last record is {"event": "end"}; a missing end record means the run
 was killed or crashed.
 """
 import json
+import os
 import sys
 import time
 import unittest
@@ -68,11 +69,28 @@ class Recorder(unittest.TextTestResult):
                  detail=self._exc_info_to_string(err, test)[-2000:])
 
 
+def skipped_here():
+    """Test ids (or prefixes) of skip.txt: tests that cannot run on this
+    machine at all, in either mode. Each line there says why."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "skip.txt")
+    with open(path) as f:
+        return [l.split()[0] for l in f if l.strip() and not l.startswith("#")]
+
+
+def prune(suite, prefixes):
+    for t in list(suite):
+        if isinstance(t, unittest.TestSuite):
+            prune(t, prefixes)
+    suite._tests = [t for t in suite._tests if isinstance(t, unittest.TestSuite)
+                    or not t.id().startswith(tuple(prefixes))]
+
+
 def run():
     from test import support
     # what regrtest would set: let resource-guarded tests run on loopback
     support.use_resources = ["network", "subprocess", "cpu"]
     suite = unittest.defaultTestLoader.loadTestsFromName("test." + module)
+    prune(suite, skipped_here())
     runner = unittest.TextTestRunner(stream=sys.stderr, verbosity=2,
                                      resultclass=Recorder)
     r = runner.run(suite)
