@@ -80,8 +80,13 @@ def _children(pid):
     return kids
 
 
+class _PortTaken(Exception):
+    pass
+
+
 class Proxy:
-    """One proxy process: .name, .port, .proc, .tmp, .log_text()."""
+    """One proxy: .name, .port (where clients connect), .proc (the
+    master), start(), workers(), log_text(), stop()."""
 
     name = "proxy"
 
@@ -92,8 +97,23 @@ class Proxy:
         self.proc = None
         self.log = self.tmp / f"{self.name}.out"
         self.error_log = self.tmp / f"{self.name}-error.log"
+        self.pid_file = self.tmp / f"{self.name}.pid"
+
+    def start(self):
+        """Runs the proxy; returns self once it accepts connections. The
+        port was free a moment ago: if another process took it since, a
+        new one is tried."""
+        for _ in range(3):
+            try:
+                return self._spawn(self.argv())
+            except _PortTaken:
+                self.port = free_port()
+        raise RuntimeError(f"{self.name}: no free port after 3 tries:\n"
+                           f"{self.log_text()}")
 
     def _spawn(self, argv):
+        for stale in (self.error_log, self.pid_file):   # this run's only
+            stale.unlink(missing_ok=True)
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=out,
@@ -101,17 +121,33 @@ class Proxy:
         end = time.monotonic() + START_TIMEOUT
         while time.monotonic() < end:
             if self.proc.poll() is not None:
+                if "Address already in use" in self.log_text():
+                    raise _PortTaken()
                 raise RuntimeError(f"{self.name} exited with status "
                                    f"{self.proc.returncode} at start:\n"
                                    f"{self.log_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 1).close()
+            if self._ready():
                 return self
-            except OSError:
-                time.sleep(0.02)   # readiness probe: poll the port
+            time.sleep(0.02)   # readiness probe, polled
         self.stop()
-        raise RuntimeError(f"{self.name} not listening on port {self.port} "
+        raise RuntimeError(f"{self.name} not ready on port {self.port} "
                            f"within {START_TIMEOUT} s:\n{self.log_text()}")
+
+    def _ready(self):
+        """Its pid file names it (both write it once their listening
+        sockets are bound, so a connect cannot reach someone else's) and
+        the port accepts."""
+        try:
+            if int(self.pid_file.read_text()) != self.proc.pid:
+                return False
+            socket.create_connection(("127.0.0.1", self.port), 1).close()
+            return True
+        except (OSError, ValueError):
+            return False
+
+    def workers(self):
+        """How many worker processes the proxy runs now."""
+        return len(_children(self.proc.pid))
 
     def log_text(self):
         """The tail of its stdout/stderr and error log."""
@@ -133,7 +169,7 @@ class Proxy:
         try:
             self.proc.wait(timeout=STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
-            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.kill()   # by PID; a no-op if it has just exited
             self.proc.wait(timeout=STOP_TIMEOUT)
         for pid in workers:   # normally gone with their master
             try:
@@ -153,7 +189,7 @@ class Nginx(Proxy):
             server = f"server unix:{self.backend};"
         t = self.tmp
         return substitute(self.DOC.read_text(), [
-            ("pid /run/nginx.pid;", f"pid {t}/nginx.pid;"),
+            ("pid /run/nginx.pid;", f"pid {self.pid_file};"),
             ("error_log /var/log/nginx/error.log;",
              f"error_log {self.error_log};"),
             ("access_log /var/log/nginx/libgreen.access.log;",
@@ -166,18 +202,20 @@ class Nginx(Proxy):
             ("listen 80;", f"listen 127.0.0.1:{self.port};"),
         ], self.DOC)
 
-    def start(self):
+    def argv(self):
         conf = self.tmp / "nginx.conf"
         conf.write_text(self.config())
         # -e: the log nginx writes before it has read the configuration
         # (Debian's is stderr already; other builds open /var/log/nginx).
-        return self._spawn([find_nginx(), "-p", str(self.tmp), "-c", str(conf),
-                            "-e", str(self.error_log), "-g", "daemon off;"])
+        return [find_nginx(), "-p", str(self.tmp), "-c", str(conf),
+                "-e", str(self.error_log), "-g", "daemon off;"]
 
 
 class Apache(Proxy):
     name = "apache2"
     DOC = DOCS / "apache-libgreen.conf"
+    # authz_core: with no authorization module loaded httpd answers every
+    # request 500 ("couldn't check user"); the others are the site's.
     MODULES = ("mpm_event", "authz_core", "proxy", "proxy_http", "headers")
 
     def config(self):
@@ -188,7 +226,7 @@ class Apache(Proxy):
         return substitute(self.DOC.read_text(), [
             ('Define LIBGREEN_BACKEND "unix:/run/libgreen/libgreen.sock|http://localhost"',
              backend),
-            ("<VirtualHost *:80>", f"<VirtualHost 127.0.0.1:{self.port}>"),
+            ("<VirtualHost *:80>", f"<VirtualHost *:{self.port}>"),
         ], self.DOC)
 
     def server_config(self, site):
@@ -196,7 +234,7 @@ class Apache(Proxy):
         give, reduced to what the site needs, in tmp."""
         t = self.tmp
         lines = [f"ServerRoot {t}", f"DefaultRuntimeDir {t}",
-                 f"PidFile {t}/apache2.pid", f"ErrorLog {self.error_log}",
+                 f"PidFile {self.pid_file}", f"ErrorLog {self.error_log}",
                  "LogLevel warn", "ServerName localhost",
                  f"Listen 127.0.0.1:{self.port}"]
         for m in self.MODULES:
@@ -206,10 +244,10 @@ class Apache(Proxy):
         lines.append(f"Include {site}")
         return "\n".join(lines) + "\n"
 
-    def start(self):
+    def argv(self):
         site = self.tmp / "apache-libgreen.conf"
         site.write_text(self.config())
         conf = self.tmp / "apache2.conf"
         conf.write_text(self.server_config(site))
-        return self._spawn([find_apache(), "-d", str(self.tmp), "-f", str(conf),
-                            "-DFOREGROUND"])
+        return [find_apache(), "-d", str(self.tmp), "-f", str(conf),
+                "-DFOREGROUND"]
