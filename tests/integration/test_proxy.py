@@ -16,8 +16,8 @@ TCP and over a Unix socket. Four stacks, every test on each:
                  contract A; skipped until the server has the option)
   upload         50 MiB with Content-Length and chunked, buffered by the
                  proxy and streamed through it, arrive intact (sha256)
-  stream         a response the app yields in parts with pauses reaches
-                 the client part by part
+  stream         the first part of a response the app yields in parts
+                 reaches the client before the app makes the next
   concurrency    50 requests that each sleep 1 s, at once, take ~1 s
 
 A test skips, saying why, when nginx or apache2 is not installed
@@ -53,7 +53,7 @@ CLIENT = "127.0.0.2"     # a client address that is not the proxy's
 SPOOF = "203.0.113.7"    # what a lying client puts in X-Forwarded-For
 TIMEOUT = 30.0           # socket timeout of every client
 UPLOAD_SIZE = 50 * 1024 * 1024
-PAUSE = 1.0              # seconds between the parts of a streamed response
+HOLD = 10.0              # seconds a streamed response waits for the client
 
 APP = r'''
 import hashlib
@@ -92,26 +92,30 @@ def digest(environ):
             "transfer_encoding": environ.get("HTTP_TRANSFER_ENCODING", "")}
 
 
-def stream():
-    # More than a proxy buffer (4 or 8 KiB): a buffering proxy would hold
-    # its tail until the next part comes.
+def stream(flag):
+    """A 64 KiB part, then nothing until the client says it has all of
+    it (it creates `flag`), then the rest. More than a proxy buffer (4 or
+    8 KiB): a buffering proxy holds its tail until more comes, and more
+    only comes once the app stops waiting, after HOLD seconds."""
     yield b"a" * 65536
-    time.sleep(PAUSE)
-    # When this part was made: the client must have had the first before.
-    yield b"%.6f\n" % time.time()
-    time.sleep(PAUSE)
+    deadline = time.monotonic() + HOLD
+    while not os.path.exists(flag):
+        if time.monotonic() > deadline:
+            yield b"gave up waiting\n"
+            return
+        time.sleep(0.01)
+    yield b"seen\n"
     yield b"end\n"
 
 
 def app(environ, start_response):
     path = environ["PATH_INFO"]
-    if path.startswith("/stream/"):
-        start_response("200 OK", [("Content-Type", "text/plain")])
-        return stream()
-    if path == "/live":   # asks nginx itself not to buffer this response
-        start_response("200 OK", [("Content-Type", "text/plain"),
-                                  ("X-Accel-Buffering", "no")])
-        return stream()
+    if path.startswith("/stream/") or path == "/live":
+        headers = [("Content-Type", "text/plain")]
+        if path == "/live":   # asks nginx itself not to buffer this one
+            headers.append(("X-Accel-Buffering", "no"))
+        start_response("200 OK", headers)
+        return stream(os.path.join(STATE, environ["QUERY_STRING"]))
     if path == "/slow":
         time.sleep(1)
     if environ["REQUEST_METHOD"] == "POST":
@@ -169,7 +173,7 @@ def backend(module_server, shared_dir):
             address = None
             if transport == "unix":
                 address = str(shared_dir / f"libgreen{len(cache)}.sock")
-            srv = module_server(f"PAUSE = {PAUSE}\n" + APP, opts, address=address)
+            srv = module_server(f"HOLD = {HOLD}\n" + APP, opts, address=address)
             if transport == "unix":
                 os.chmod(srv.address, 0o666)   # the proxy's workers connect
             cache[key] = srv
@@ -225,15 +229,19 @@ def request(port, method="GET", path="/", body=None, headers=None,
         conn.close()
 
 
-def seen(port, path="/env", **kw):
-    """What the app saw of a GET (its JSON answer)."""
-    status, body = request(port, path=path, **kw)
-    assert status == 200, body[:2000]
+def seen(target, path="/env", **kw):
+    """What the app saw of a GET to target (a proxy or a server): its
+    JSON answer."""
+    status, body = request(target.port, path=path, **kw)
+    assert status == 200, f"{status} {body[:2000]!r}\n{diagnose(target)}"
     return json.loads(body)
 
 
-def diagnose(proxy):
-    return f"{proxy.name} logs:\n{proxy.log_text()}"
+def diagnose(target):
+    """The logs of a proxy, or the stderr of a libgreen server."""
+    if isinstance(target, proxies.Proxy):
+        return f"{target.name} logs:\n{target.log_text()}"
+    return f"libgreen stderr:\n{target.stderr[-3000:]}"
 
 
 # ---- keep-alive -------------------------------------------------------------
@@ -246,7 +254,7 @@ def test_upstream_connections_are_kept_alive(stack):
     upstream connection; on a new client connection each, every worker
     process of the proxy (its own pool) may open one."""
     proxy, srv = stack
-    before = set(seen(proxy.port)["sockets"])
+    before = set(seen(proxy)["sockets"])
     new = set()
     conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=TIMEOUT)
     try:
@@ -261,7 +269,7 @@ def test_upstream_connections_are_kept_alive(stack):
         f"{len(new)} connections to libgreen: no upstream keep-alive\n"
         f"{diagnose(proxy)}")
     for _ in range(30):
-        new |= set(seen(proxy.port)["sockets"]) - before
+        new |= set(seen(proxy)["sockets"]) - before
     limit = 2 + proxy.workers()
     assert len(new) <= limit, (
         f"30 more requests through {proxy.name}, a client connection each, "
@@ -275,7 +283,7 @@ def test_proxy_passes_host_and_forwarded_headers(stack):
     """Host as the client sent it; the client's address appended to its
     own X-Forwarded-For; X-Forwarded-Proto replaced, not passed on."""
     proxy, srv = stack
-    env = seen(proxy.port, source=CLIENT,
+    env = seen(proxy, source=CLIENT,
                headers={"Host": "www.example.com", "X-Forwarded-For": SPOOF,
                         "X-Forwarded-Proto": "https"})
     assert env["HTTP_HOST"] == "www.example.com"
@@ -289,8 +297,8 @@ def test_remote_addr_is_the_client_the_proxy_saw(stack):
     127.0.0.1 and Unix peers): REMOTE_ADDR is the client, not the proxy
     and not the entry the client made up; the scheme is the proxy's."""
     proxy, srv = stack
-    assert seen(proxy.port, source=CLIENT)["REMOTE_ADDR"] == CLIENT
-    env = seen(proxy.port, source=CLIENT,
+    assert seen(proxy, source=CLIENT)["REMOTE_ADDR"] == CLIENT
+    env = seen(proxy, source=CLIENT,
                headers={"X-Forwarded-For": SPOOF, "X-Forwarded-Proto": "https"})
     assert env["REMOTE_ADDR"] == CLIENT, env
     assert env["wsgi.url_scheme"] == "http", env
@@ -301,7 +309,7 @@ def test_forwarded_headers_from_an_untrusted_peer_are_ignored(backend):
     """A client talking to libgreen directly, from an address not in
     forwarded_allow_ips, cannot choose its REMOTE_ADDR or scheme."""
     srv = backend("tcp")
-    env = seen(srv.port, source=CLIENT,
+    env = seen(srv, source=CLIENT,
                headers={"X-Forwarded-For": SPOOF, "X-Forwarded-Proto": "https"})
     assert env["REMOTE_ADDR"] == CLIENT, env
     assert env["wsgi.url_scheme"] == "http", env
@@ -314,7 +322,7 @@ def test_forwarded_headers_from_an_untrusted_proxy_are_ignored(front, kind, tran
     """A proxy libgreen was not told to trust is just a client: its
     X-Forwarded-For does not become REMOTE_ADDR."""
     proxy, srv = front(kind, transport, forwarded_allow_ips="192.0.2.1")
-    env = seen(proxy.port, source=CLIENT)
+    env = seen(proxy, source=CLIENT)
     assert env["HTTP_X_FORWARDED_FOR"] == CLIENT
     assert env["REMOTE_ADDR"] == ("127.0.0.1" if transport == "tcp" else ""), env
 
@@ -358,32 +366,30 @@ def test_large_upload_passes_intact(stack, upload, framing, path):
 
 @pytest.mark.parametrize("path", ["/stream/events", "/live"])
 def test_streamed_response_arrives_part_by_part(stack, path):
-    """The whole first part (64 KiB) reaches the client before the app
-    has made the second, and the parts arrive complete and in order:
-    under /stream/ by the proxy's configuration, elsewhere by the app's
-    X-Accel-Buffering header (nginx; Apache needs neither)."""
+    """The client gets the whole first part (64 KiB) while the app is
+    still waiting to make the next, which it does only once the client
+    has it: under /stream/ by the proxy's configuration, elsewhere by the
+    app's X-Accel-Buffering header (nginx; Apache needs neither)."""
     proxy, srv = stack
+    flag = f"seen-{proxy.name}-{proxy.port}-{path.strip('/').replace('/', '-')}"
     conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=TIMEOUT)
     try:
-        t0 = time.time()
-        conn.request("GET", path)
+        t0 = time.monotonic()
+        conn.request("GET", f"{path}?{flag}")
         resp = conn.getresponse()
         assert resp.status == 200
         first = resp.read(65536)
-        t_first = time.time()
+        t_first = time.monotonic() - t0
+        (srv.state / flag).touch()   # the app may go on
         rest = resp.read()
-        t_end = time.time()
+        t_end = time.monotonic() - t0
     finally:
         conn.close()
     assert first == b"a" * 65536
-    stamp, end = rest.split(b"\n", 1)
-    second_made = float(stamp)
-    assert end == b"end\n"
-    assert t_first < second_made, (
-        f"{proxy.name} held the first part back: complete after "
-        f"{t_first - t0:.3f} s, the second part was made at "
-        f"{second_made - t0:.3f} s (whole response {t_end - t0:.3f} s)")
-    assert t_end - t0 >= 2 * PAUSE
+    assert rest == b"seen\nend\n", (
+        f"{proxy.name} held the first part back until the app stopped "
+        f"waiting for the client ({HOLD} s): first part complete after "
+        f"{t_first:.3f} s, whole response {t_end:.3f} s\n{diagnose(proxy)}")
 
 
 # ---- concurrency ------------------------------------------------------------
