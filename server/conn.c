@@ -342,6 +342,7 @@ void srv_conn_new(struct srv_server *srv, int fd, const struct sockaddr_storage 
     c->fd = fd;
     c->state = SRV_READING;
     srv_conn_peer(c, ss);
+    c->trusted = srv_fwd_trusted(srv, ss);
     if (ss->ss_family != AF_UNIX) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
