@@ -103,7 +103,7 @@ static int srv_fwd_entry(struct srv_fwd *fw, const char *s, size_t n)
     struct srv_net *net = &fw->net[fw->n];
     const char *slash = memchr(s, '/', n);
     int v4 = !memchr(s, ':', n);
-    char *end;
+    char *end, entry[80];
 
     if (n == 1 && s[0] == '*') {
         fw->any = 1;
@@ -125,9 +125,10 @@ static int srv_fwd_entry(struct srv_fwd *fw, const char *s, size_t n)
         return 0;
     }
 bad:
+    snprintf(entry, sizeof entry, "%.*s", (int)n, s); /* PyErr_Format has no %.*s */
     PyErr_Format(PyExc_ValueError, "libgreen.wsgi.server(): forwarded_allow_ips: "
-                 "'%.*s' is not an IP address, a network (address/bits), '*' "
-                 "or 'unix'", (int)(n > 80 ? 80 : n), s);
+                 "'%s' is not an IP address, a network (address/bits), '*' "
+                 "or 'unix'", entry);
     return -1;
 }
 

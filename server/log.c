@@ -146,7 +146,7 @@ int srv_alog_open(struct srv_server *srv)
         return 0;
     if (dest && !dest[0])
         return srv_option_invalid(SRV_OPT_access_log, dest,
-                                  "is empty (None: stderr, '-': stdout, or a file path)");
+                                  "is empty: None means stderr, '-' stdout, anything else a file path");
     a = PyMem_RawCalloc(1, sizeof *a);
     if (!a) {
         PyErr_NoMemory();

@@ -280,12 +280,12 @@ static int srv_opt_str_list(const struct srv_option *o, PyObject *v,
 
 int srv_option_invalid(int i, const char *value, const char *why)
 {
-    const struct srv_option *o = &srv_option_table[i];
     PyObject *v = PyUnicode_DecodeUTF8(value, (Py_ssize_t)strlen(value), "replace");
 
     if (!v)
         return -1;
-    srv_opt_fail(PyExc_ValueError, o, v, why);
+    PyErr_Format(PyExc_ValueError, "libgreen.wsgi.server(): %s=%.200R %s",
+                 srv_option_table[i].name, v, why);
     Py_DECREF(v);
     return -1;
 }

@@ -77,7 +77,8 @@ SRV_HIDDEN int srv_options_set(PyObject *const given[SRV_NOPTIONS],
                                struct srv_options *opts);
 /* The docstring of a function "call" taking the options (malloc'd). */
 SRV_HIDDEN char *srv_options_doc(const char *call, const char *summary);
-/* Raises ValueError for option i's value (its text): "name='value' why". */
+/* Raises ValueError for option i's value (its text): "name='value' why";
+ * why says what is wrong and how to put it right. */
 SRV_HIDDEN int srv_option_invalid(int i, const char *value, const char *why);
 /* libgreen.wsgi.options() */
 SRV_HIDDEN PyObject *srv_options_list(PyObject *self, PyObject *unused);
@@ -123,6 +124,7 @@ struct srv_server {
     int accept_backoff;          /* accept failed for lack of fds: wait */
     ev_timer accept_retry;
     double stop_deadline;
+    double stop_began;
     double stop_grace;           /* seconds the stop allowed */
     PyObject *stop_exc;          /* exception that stopped us, if any */
     size_t served;               /* requests started (for max_requests) */
@@ -175,6 +177,9 @@ SRV_HIDDEN void srv_conn_new(struct srv_server *srv, int fd,
 SRV_HIDDEN void srv_conn_close(struct srv_conn *c);
 SRV_HIDDEN void srv_conn_resume(struct srv_conn *c);
 SRV_HIDDEN void srv_conns_close_idle(struct srv_server *srv);
+/* While stopping: connections still waiting for a request head (kept by
+ * srv_conns_close_idle); *arriving: one of them has part of it. */
+SRV_HIDDEN size_t srv_conns_owed(const struct srv_server *srv, int *arriving);
 SRV_HIDDEN void srv_conns_close_all(struct srv_server *srv);
 /* A request's green thread is done with its connection's slot. */
 SRV_HIDDEN void srv_request_done(struct srv_server *srv);

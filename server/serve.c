@@ -29,6 +29,9 @@
 #include "server/py.h"
 
 #define SRV_HEARTBEAT_PERIOD 1.0 /* seconds between heartbeat calls */
+/* Seconds a connection accepted before a stop gets to start sending the
+ * request it was opened for, once nothing else holds the stop up. */
+#define SRV_STOP_FIRST_BYTES 1.0
 
 
 static volatile sig_atomic_t srv_signal;
@@ -47,8 +50,10 @@ static void srv_on_signal(int sig)
 /* ---- shutdown and signals ------------------------------------------- */
 
 /* Stops accepting and gives requests in progress grace seconds; a stop
- * already under way keeps the shorter of the two deadlines. */
-static void srv_begin_stop(struct srv_server *srv, int sig, double grace)
+ * already under way keeps the shorter of the two deadlines. why, if not
+ * NULL, says what stopped the server in the stopping line. */
+static void srv_begin_stop(struct srv_server *srv, int sig, double grace,
+                           const char *why)
 {
     if (srv->stopping) {
         if (ev_time() + grace < srv->stop_deadline) {
@@ -58,14 +63,18 @@ static void srv_begin_stop(struct srv_server *srv, int sig, double grace)
         return;
     }
     srv->stopping = sig ? sig : -1;
+    srv->stop_began = ev_time();
     srv->stop_deadline = ev_time() + grace;
     srv->stop_grace = grace;
     srv_accept_update(srv);
     srv_listener_close(srv);
     srv_conns_close_idle(srv);
     if (srv->active && grace > 0)
-        fprintf(stderr, "(%ld) wsgi stopping: waiting up to %g s for %zu "
-                "request(s) in progress\n", (long)getpid(), grace, srv->active);
+        fprintf(stderr, "(%ld) wsgi stopping%s%s: waiting up to %g s for %zu "
+                "request(s) in progress\n", (long)getpid(), why ? " " : "",
+                why ? why : "", grace, srv->active);
+    else if (why)
+        fprintf(stderr, "(%ld) wsgi stopping %s\n", (long)getpid(), why);
 }
 
 /* heartbeat(), when a second has passed. Returns -1 if it raised. */
@@ -93,7 +102,7 @@ static void srv_tick(void *arg)
             srv->stop_exc = srv_fetch_exc();
         else
             PyErr_Clear();
-        srv_begin_stop(srv, 0, 0); /* at once: see the top of this file */
+        srv_begin_stop(srv, 0, 0, NULL); /* at once: see the top of this file */
     }
     srv->main_ts = PyEval_SaveThread();
 }
@@ -103,16 +112,22 @@ static int srv_done(void *arg)
     struct srv_server *srv = arg;
 
     if (srv_signal && !srv->stopping)
-        srv_begin_stop(srv, srv_signal, srv->opt.graceful_timeout);
+        srv_begin_stop(srv, srv_signal, srv->opt.graceful_timeout, NULL);
     if (!srv->stopping && srv->max_served && srv->served >= srv->max_served) {
-        fprintf(stderr, "(%ld) wsgi stopping after %zu requests (max_requests)\n",
-                (long)getpid(), srv->served);
-        srv_begin_stop(srv, 0, srv->opt.graceful_timeout);
+        char why[64];
+        snprintf(why, sizeof why, "after %zu requests (max_requests)", srv->served);
+        srv_begin_stop(srv, 0, srv->opt.graceful_timeout, why);
     }
     if (!srv->stopping)
         return 0;
-    if (srv->active == 0)
-        return 1;
+    if (srv->active == 0) {
+        int arriving;
+        /* Connections owed a request hold the stop while it arrives. */
+        if (!srv_conns_owed(srv, &arriving))
+            return 1;
+        if (!arriving && ev_time() > srv->stop_began + SRV_STOP_FIRST_BYTES)
+            return 1;
+    }
     return ev_time() > srv->stop_deadline;
 }
 
