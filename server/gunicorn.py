@@ -62,14 +62,19 @@ class GunicornWorker(_Worker):
         self.cfg.worker_int(self)
         raise SystemExit(0)
 
+    _stop_sent = False
+
     def heartbeat(self):
-        if self.ppid != _os.getppid():
-            if self.alive:
-                self.log.info("Parent changed, shutting down: %s", self)
-                self.alive = False
-                _os.kill(_os.getpid(), _signal.SIGTERM)  # a graceful stop
-            return
-        self.notify()
+        """Called by the server about once a second while its hub runs."""
+        if self.alive and self.ppid != _os.getppid():
+            self.log.info("Parent changed, shutting down: %s", self)
+            self.alive = False
+        if not self.alive and not self._stop_sent:
+            # gunicorn's way to end a worker from elsewhere (--reload's
+            # thread, the check above): a graceful stop, as on TERM
+            self._stop_sent = True
+            _os.kill(_os.getpid(), _signal.SIGTERM)
+        self.notify()  # also while draining: the arbiter still watches
 
     def server_options(self):
         """gunicorn's settings as libgreen.wsgi.server's options."""

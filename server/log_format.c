@@ -329,13 +329,36 @@ static void srv_put_proto(struct srv_out *o, const struct srv_request *l)
     srv_put(o, l->minor ? "HTTP/1.1" : "HTTP/1.0", 8);
 }
 
+/* %(T)s, %(M)s, %(D)s, %(L)s: a duration of us microseconds. */
+static void srv_put_duration(struct srv_out *o, enum srv_atom atom, uint64_t us)
+{
+    char frac[7];
+
+    switch (atom) {
+    case SRV_AT_SECONDS:
+        srv_put_uint(o, us / 1000000);
+        break;
+    case SRV_AT_MILLIS:
+        srv_put_uint(o, us / 1000);
+        break;
+    case SRV_AT_MICROS:
+        srv_put_uint(o, us);
+        break;
+    default:                     /* L: "%d.%06d" seconds, microseconds */
+        srv_put_uint(o, us / 1000000);
+        frac[0] = '.';
+        for (int i = 6, v = (int)(us % 1000000); i > 0; i--, v /= 10)
+            frac[i] = (char)('0' + v % 10);
+        srv_put(o, frac, 7);
+    }
+}
+
 /* One step of a line; us is the request's duration in microseconds. */
 static void srv_put_step(struct srv_out *o, const struct srv_logfmt *f,
                          const struct srv_logstep *st,
                          const struct srv_logreq *lr, const char *date, uint64_t us)
 {
     const struct srv_request *l = lr->line;
-    char frac[7];
 
     switch ((enum srv_atom)st->atom) {
     case SRV_AT_TEXT:
@@ -383,20 +406,10 @@ static void srv_put_step(struct srv_out *o, const struct srv_logfmt *f,
         srv_put_uint(o, lr->bytes);
         break;
     case SRV_AT_SECONDS:
-        srv_put_uint(o, us / 1000000);
-        break;
     case SRV_AT_MILLIS:
-        srv_put_uint(o, us / 1000);
-        break;
     case SRV_AT_MICROS:
-        srv_put_uint(o, us);
-        break;
-    case SRV_AT_DECIMAL:         /* "%d.%06d" seconds, microseconds */
-        srv_put_uint(o, us / 1000000);
-        frac[0] = '.';
-        for (int i = 6, v = (int)(us % 1000000); i > 0; i--, v /= 10)
-            frac[i] = (char)('0' + v % 10);
-        srv_put(o, frac, 7);
+    case SRV_AT_DECIMAL:
+        srv_put_duration(o, (enum srv_atom)st->atom, us);
         break;
     case SRV_AT_PID:
         srv_put(o, f->pid, strlen(f->pid));

@@ -272,6 +272,22 @@ def test_heartbeat_keeps_an_idle_worker_alive(gunicorn):
     assert g.workers() == [worker]
 
 
+def test_reload_restarts_the_worker(gunicorn, tmp_path):
+    """--reload: gunicorn's thread marks the worker dead; the heartbeat
+    turns that into a graceful stop and the arbiter boots a new one."""
+    g = gunicorn("--reload")
+    first = g.workers()[0]
+    time.sleep(1.5)  # the reloader has taken its first look
+    app = tmp_path / "gapp.py"
+    st = app.stat()
+    os.utime(app, (st.st_atime + 10, st.st_mtime + 10))
+    assert g.wait_output(r"Worker reloading: .*gapp\.py modified")
+    assert g.wait_output(r"wsgi starting up", count=2)
+    status, pid, _, _ = g.get()
+    assert status == 200 and pid != first
+    assert wait_dead(first)
+
+
 def test_usr1_and_settings(gunicorn, tmp_path):
     """USR1 (reopen logs) leaves the worker serving; --access-logfile and
     --forwarded-allow-ips reach the server."""
@@ -296,3 +312,20 @@ def test_usr1_and_settings(gunicorn, tmp_path):
     # gunicorn's default format: common log format, referer, user agent
     assert re.fullmatch(r'127\.0\.0\.1 - - \[.*\] "GET /\?u=1 HTTP/1\.1" 200 '
                         r'\d+ "-" "-"', line), line
+
+
+def test_found_lazily_by_gunicorns_loader(tmp_path):
+    """`import libgreen` does not import gunicorn; gunicorn's own loader
+    finds the class by its dotted name."""
+    r = subprocess.run([PYTHON, "-c", textwrap.dedent('''
+        import sys, libgreen
+        print("gunicorn" in sys.modules)
+        from gunicorn.util import load_class
+        from gunicorn.workers.base import Worker
+        cls = load_class("libgreen.GunicornWorker")
+        print(cls is libgreen.GunicornWorker, issubclass(cls, Worker),
+              cls.__module__)
+        ''')], env=child_env(), capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout.decode().split() == ["False", "True", "True",
+                                         "libgreen.gunicorn"]
