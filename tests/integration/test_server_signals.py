@@ -266,7 +266,9 @@ def test_silent_connection_holds_the_stop_about_a_second(server):
 def test_request_arriving_during_the_stop_is_served(server):
     """Part of a head before the stop, the rest well after: served."""
     srv = server(APP, {"graceful_timeout": 10})
+    before = sockets_of(srv.pid)
     with srv.raw() as c:
+        wait_accepted(srv, before)
         c.send("GET /slowhead HTTP/1.1\r\n")
         srv.kill(signal.SIGTERM)
         time.sleep(1.5)  # longer than a silent connection holds the stop
