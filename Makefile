@@ -51,7 +51,8 @@ PYSERVER_SRCS := server/api.c server/module.c server/greenthread.c server/mainru
                  server/serve.c server/request.c server/environ.c server/response.c \
                  server/input.c server/filewrapper.c server/log.c \
                  server/park_hooks.c server/tstate.c server/http_parse.c \
-                 server/accept.c server/conn.c server/send.c
+                 server/accept.c server/conn.c server/send.c \
+                 server/log_format.c server/forwarded.c server/lazy.c
 
 # The Python side is built once per interpreter found: Debian's python3
 # and every pyenv 3.10-3.13 build with headers. XY = major, minor.
@@ -146,9 +147,9 @@ $(B)/libgreen.so: $(HUB_OBJS) $(PRELOAD_OBJS) $(BOOT_OBJS) $(B)/gen/libgreen.map
 	$(CC) -shared $(MODE_LDFLAGS) -Wl,--version-script=$(B)/gen/libgreen.map \
 	    -Wl,-z,defs -Wl,-z,now -o $@ $(HUB_OBJS) $(PRELOAD_OBJS) $(BOOT_OBJS) $(LDLIBS)
 
-# server/listen.py becomes bytes that module.c includes. od and sed are
-# POSIX and always here (xxd comes with vim).
-$(B)/gen/server/listen.py.inc: server/listen.py
+# server/listen.py and server/gunicorn.py become bytes that module.c and
+# lazy.c include. od and sed are POSIX and always here (xxd comes with vim).
+$(B)/gen/server/%.py.inc: server/%.py
 	@mkdir -p $(dir $@)
 	od -An -v -tx1 $< | sed 's/ \([0-9a-f][0-9a-f]\)/0x\1,/g' > $@.tmp && mv $@.tmp $@
 
@@ -160,6 +161,8 @@ $(B)/obj/py$(1)/%.o: %.c
 	$$(CC) $$(CFLAGS) -I$(PY_INC_$(1)) -MMD -MP -c $$< -o $$@
 
 $(B)/obj/py$(1)/server/module.o: $(B)/gen/server/listen.py.inc
+
+$(B)/obj/py$(1)/server/lazy.o: $(B)/gen/server/gunicorn.py.inc
 
 $(B)/obj/py$(1)/server/api.o: $(B)/gen/build_id.h
 

@@ -138,8 +138,23 @@ void srv_conn_close(struct srv_conn *c)
     PyMem_RawFree(c);
 }
 
-/* A stop began: idle connections close, queued requests (never started)
- * get 503 first; running requests keep theirs until they finish. */
+/* A connection waiting for a request head that is owed an answer: one
+ * that never had a request (its client connected to send one), or whose
+ * next request has begun to arrive (buffered, or still in the socket). */
+static int srv_conn_owed(struct srv_conn *c)
+{
+    char byte;
+
+    return c->requests == 0 || c->len > 0 ||
+           recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
+/* A stop began: idle keep-alive connections close (a client must expect
+ * that between requests), queued requests (never started) get 503
+ * first; running requests keep theirs until they finish, and connections
+ * owed a request are kept so it is served (with Connection: close) rather
+ * than reset: with the listener gone, nothing new arrives, and
+ * srv_conns_owed bounds how long they may take. */
 void srv_conns_close_idle(struct srv_server *srv)
 {
     struct srv_conn *c, *next;
@@ -148,9 +163,23 @@ void srv_conns_close_idle(struct srv_server *srv)
         next = c->next;
         if (c->state == SRV_QUEUED)
             srv_send_error(c, 503, "the server is shutting down");
-        if (c->state == SRV_READING || c->state == SRV_QUEUED)
+        if (c->state == SRV_QUEUED ||
+            (c->state == SRV_READING && !srv_conn_owed(c)))
             srv_conn_close(c);
     }
+}
+
+size_t srv_conns_owed(const struct srv_server *srv, int *arriving)
+{
+    size_t n = 0;
+
+    *arriving = 0;
+    for (const struct srv_conn *c = srv->conns; c; c = c->next)
+        if (c->state == SRV_READING) {
+            n++;
+            *arriving |= c->len > 0;
+        }
+    return n;
 }
 
 /* The server returns: nobody serves any connection now. A connection
@@ -268,10 +297,14 @@ static int srv_conn_try_parse(struct srv_conn *c)
         srv_conn_close(c);
         return 1;
     }
-    if (srv->active >= srv->opt.max_size)
-        srv_enqueue(c);
-    else
+    if (srv->active < srv->opt.max_size)
         srv_dispatch(c);
+    else if (!srv->stopping)
+        srv_enqueue(c);
+    else {   /* the queue is not served while stopping (srv_request_done) */
+        srv_send_error(c, 503, "the server is shutting down");
+        srv_conn_close(c);
+    }
     return 1;
 }
 
@@ -342,6 +375,7 @@ void srv_conn_new(struct srv_server *srv, int fd, const struct sockaddr_storage 
     c->fd = fd;
     c->state = SRV_READING;
     srv_conn_peer(c, ss);
+    c->trusted = srv_fwd_trusted(srv, ss);
     if (ss->ss_family != AF_UNIX) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);

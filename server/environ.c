@@ -14,7 +14,8 @@
 
 static PyObject *k_method, *k_path, *k_query, *k_ctype, *k_clen,
     *k_proto, *k_raddr, *k_rport, *k_raw_uri, *k_req_uri, *k_input,
-    *s_empty, *s_http10, *s_http11, *s_get, *s_post, *s_head;
+    *k_scheme, *s_empty, *s_http10, *s_http11, *s_get, *s_post, *s_head,
+    *s_http, *s_https;
 
 struct srv_known_header {
     const char *name;
@@ -49,6 +50,9 @@ int srv_environ_init(void)
     k_raw_uri = srv_intern("RAW_URI");
     k_req_uri = srv_intern("REQUEST_URI");
     k_input = srv_intern("wsgi.input");
+    k_scheme = srv_intern("wsgi.url_scheme");
+    s_http = srv_intern("http");
+    s_https = srv_intern("https");
     s_empty = srv_intern("");
     s_http10 = srv_intern("HTTP/1.0");
     s_http11 = srv_intern("HTTP/1.1");
@@ -196,10 +200,11 @@ static void srv_target_path(const struct srv_request *req, const char **path,
     }
 }
 
-/* The keys of the request line, the peer and wsgi.input. Returns 0, or
- * -1 with an exception. */
+/* The keys of the request line, the client (as forwarded.c resolved it)
+ * and wsgi.input. Returns 0, or -1 with an exception. */
 static int srv_set_request(PyObject *env, const struct srv_conn *c,
                            const struct srv_request *req, PyObject *input,
+                           const struct srv_client *cl,
                            const char *path, size_t path_len)
 {
     if (srv_set(env, k_method, srv_method(req)) < 0 ||
@@ -209,9 +214,11 @@ static int srv_set_request(PyObject *env, const struct srv_conn *c,
         srv_set(env, k_raw_uri, srv_latin1(req->target, req->target_len)) < 0 ||
         PyDict_SetItem(env, k_req_uri, PyDict_GetItem(env, k_raw_uri)) < 0 ||
         PyDict_SetItem(env, k_proto, req->minor ? s_http11 : s_http10) < 0 ||
-        srv_set(env, k_raddr, PyUnicode_FromString(c->remote_addr)) < 0 ||
+        srv_set(env, k_raddr, PyUnicode_FromString(cl->addr)) < 0 ||
         srv_set(env, k_rport, PyUnicode_FromString(c->remote_port)) < 0 ||
-        PyDict_SetItem(env, k_input, input) < 0)
+        PyDict_SetItem(env, k_input, input) < 0 ||
+        (cl->scheme && PyDict_SetItem(env, k_scheme, cl->scheme[4] ? s_https
+                                                                   : s_http) < 0))
         return -1;
     return 0;
 }
@@ -252,7 +259,7 @@ static int srv_add_header(PyObject *env, const struct srv_header *h)
 }
 
 PyObject *srv_build_environ(struct srv_conn *c, const struct srv_request *req,
-                            PyObject *input)
+                            PyObject *input, const struct srv_client *cl)
 {
     PyObject *env = PyDict_Copy(c->srv->base_environ);
     const char *path, *authority;
@@ -261,7 +268,7 @@ PyObject *srv_build_environ(struct srv_conn *c, const struct srv_request *req,
     if (!env)
         return NULL;
     srv_target_path(req, &path, &path_len, &authority, &authority_len);
-    if (srv_set_request(env, c, req, input, path, path_len) < 0)
+    if (srv_set_request(env, c, req, input, cl, path, path_len) < 0)
         goto error;
     for (size_t i = 0; i < req->nheaders; i++)
         if (srv_add_header(env, &req->headers[i]) < 0)

@@ -7,6 +7,7 @@
  *   libgreen.wsgi.server(sock, app, **options)                (wsgi_server.c)
  *   libgreen.wsgi.options() -> [dict, ...]                    (options.c)
  *   libgreen.wsgi.FileWrapper                                 (filewrapper.c)
+ *   libgreen.GunicornWorker, made on first use   (lazy.c, gunicorn.py)
  *
  * Shaped like eventlet's API so its deployment docs carry over. Python
  * code runs in green threads (spawn, requests) each with its own thread
@@ -29,6 +30,8 @@ static PyMethodDef mod_methods[] = {
      "stacks, and (with LIBGREEN_STACK_STATS=1) the deepest stack use"},
     {"sleep", srv_sleep, METH_O,
      "sleep(seconds): park this green thread (or run the hub) for seconds"},
+    {"__getattr__", srv_module_getattr, METH_O,
+     "the attributes made on first use (PEP 562): GunicornWorker"},
     {NULL, NULL, 0, NULL},
 };
 

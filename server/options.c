@@ -14,9 +14,16 @@
 
 #include "server/py.h"
 
+/* An entry's default is a number, or a string literal for the string
+ * kinds: these pick it apart (a string's number is 0, a number's text
+ * is NULL). */
+#define SRV_DFLT_NUM(d) _Generic((d), char *: 0.0, default: (d))
+#define SRV_DFLT_TEXT(d) _Generic((d), char *: (d), default: (const char *)0)
+
 const struct srv_option srv_option_table[SRV_NOPTIONS] = {
 #define SRV_OPTION(name_, kind_, dflt_, min_, max_, field_, flag_, env_, help_) \
-    {.name = #name_, .kind = kind_, .dflt = dflt_, .min = min_, .max = max_,    \
+    {.name = #name_, .kind = kind_, .dflt = SRV_DFLT_NUM(dflt_),                \
+     .dflt_text = SRV_DFLT_TEXT(dflt_), .min = min_, .max = max_,               \
      .offset = offsetof(struct srv_options, field_), .field = #field_,          \
      .flag = flag_, .env = env_, .help = help_},
 #include "server/options.def"
@@ -32,12 +39,16 @@ const struct srv_option srv_option_table[SRV_NOPTIONS] = {
 #define SRV_CTYPE_SRV_SIZE size_t
 #define SRV_CTYPE_SRV_SIZE_OR_NONE size_t
 #define SRV_CTYPE_SRV_DICT PyObject *
+#define SRV_CTYPE_SRV_STR const char *
+#define SRV_CTYPE_SRV_STR_LIST struct srv_strlist
+#define SRV_CTYPE_SRV_CALLABLE PyObject *
 #define SRV_OPTION(name_, kind_, dflt_, min_, max_, field_, ...)               \
     _Static_assert(__builtin_types_compatible_p(                               \
                        __typeof__(((struct srv_options *)0)->field_),          \
                        SRV_CTYPE_##kind_),                                     \
                    "option " #name_ ": field " #field_ " is not a " #kind_);   \
-    _Static_assert((dflt_) >= (min_) && (dflt_) <= (max_),                     \
+    _Static_assert(SRV_DFLT_NUM(dflt_) >= (min_) &&                            \
+                   SRV_DFLT_NUM(dflt_) <= (max_),                              \
                    "option " #name_ ": default out of its range");
 #include "server/options.def"
 #undef SRV_OPTION
@@ -50,6 +61,9 @@ static const char *const srv_kind_names[] = {
     [SRV_SIZE] = "size",
     [SRV_SIZE_OR_NONE] = "size_or_none",
     [SRV_DICT] = "dict",
+    [SRV_STR] = "str",
+    [SRV_STR_LIST] = "str_or_list",
+    [SRV_CALLABLE] = "callable",
 };
 
 /* ---- words for docs and errors ----------------------------------------- */
@@ -92,6 +106,16 @@ static void srv_opt_allowed(const struct srv_option *o, char *buf, size_t n)
     case SRV_DICT:
         snprintf(buf, n, "a dict, or None");
         break;
+    case SRV_STR:
+        snprintf(buf, n, o->dflt_text ? "a str; None: the default" : "a str, or None");
+        break;
+    case SRV_STR_LIST:
+        snprintf(buf, n, "a str of comma-separated items, or a list of str%s",
+                 o->dflt_text ? "; None: the default" : ", or None");
+        break;
+    case SRV_CALLABLE:
+        snprintf(buf, n, "a callable, or None");
+        break;
     }
 }
 
@@ -111,7 +135,15 @@ static void srv_opt_default_text(const struct srv_option *o, char *buf,
         break;
     case SRV_SIZE_OR_NONE:
     case SRV_DICT:
+    case SRV_CALLABLE:
         snprintf(buf, n, "%s", o->dflt ? num : "None");
+        break;
+    case SRV_STR:
+    case SRV_STR_LIST:
+        if (o->dflt_text)
+            snprintf(buf, n, "'%s'", o->dflt_text);
+        else
+            snprintf(buf, n, "None");
         break;
     default:
         snprintf(buf, n, "%s", num);
@@ -194,6 +226,70 @@ static int srv_opt_size(const struct srv_option *o, PyObject *v, size_t *out)
     return 0;
 }
 
+/* The UTF-8 text of str v in *out (valid while v lives), or -1 with an
+ * error naming option o: a NUL would end the text early, and a lone
+ * surrogate has no UTF-8. */
+static int srv_opt_text(const struct srv_option *o, PyObject *v, const char **out)
+{
+    Py_ssize_t n;
+    const char *s = PyUnicode_AsUTF8AndSize(v, &n);
+
+    if (!s) {
+        PyErr_Clear();
+        return srv_opt_fail(PyExc_ValueError, o, v, "is not valid text");
+    }
+    if (strlen(s) != (size_t)n)
+        return srv_opt_fail(PyExc_ValueError, o, v, "contains a NUL character");
+    *out = s;
+    return 0;
+}
+
+static int srv_opt_str(const struct srv_option *o, PyObject *v, const char **out)
+{
+    if (!v || v == Py_None) {
+        *out = o->dflt_text;
+        return 0;
+    }
+    if (!PyUnicode_Check(v))
+        return srv_opt_wrong_type(o, v);
+    return srv_opt_text(o, v, out);
+}
+
+/* A str stays text (its consumer splits it at commas); a list or tuple
+ * is kept as it is once every item is known to be a str. */
+static int srv_opt_str_list(const struct srv_option *o, PyObject *v,
+                            struct srv_strlist *out)
+{
+    out->text = NULL;
+    out->seq = NULL;
+    if (!v || v == Py_None || PyUnicode_Check(v))
+        return srv_opt_str(o, v, &out->text);
+    if (!PyList_Check(v) && !PyTuple_Check(v))
+        return srv_opt_wrong_type(o, v);
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(v); i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(v, i);
+        const char *unused;
+        if (!PyUnicode_Check(item))
+            return srv_opt_fail(PyExc_TypeError, o, v, "holds an item that is not a str");
+        if (srv_opt_text(o, item, &unused) < 0)
+            return -1;
+    }
+    out->seq = v;
+    return 0;
+}
+
+int srv_option_invalid(int i, const char *value, const char *why)
+{
+    PyObject *v = PyUnicode_DecodeUTF8(value, (Py_ssize_t)strlen(value), "replace");
+
+    if (!v)
+        return -1;
+    PyErr_Format(PyExc_ValueError, "libgreen.wsgi.server(): %s=%.200R %s",
+                 srv_option_table[i].name, v, why);
+    Py_DECREF(v);
+    return -1;
+}
+
 /* Stores option o, from the Python value v (NULL: not given), in opts. */
 static int srv_opt_set(const struct srv_option *o, PyObject *v,
                        struct srv_options *opts)
@@ -215,6 +311,17 @@ static int srv_opt_set(const struct srv_option *o, PyObject *v,
         if (v == Py_None)
             v = NULL;
         if (v && !PyDict_Check(v) && !PyObject_HasAttrString(v, "keys"))
+            return srv_opt_wrong_type(o, v);
+        *(PyObject **)field = v;
+        return 0;
+    case SRV_STR:
+        return srv_opt_str(o, v, field);
+    case SRV_STR_LIST:
+        return srv_opt_str_list(o, v, field);
+    case SRV_CALLABLE:
+        if (v == Py_None)
+            v = NULL;
+        if (v && !PyCallable_Check(v))
             return srv_opt_wrong_type(o, v);
         *(PyObject **)field = v;
         return 0;
@@ -327,7 +434,13 @@ static PyObject *srv_opt_default_value(const struct srv_option *o)
             return Py_NewRef(Py_None);
         return PyLong_FromDouble(o->dflt);
     case SRV_DICT:
+    case SRV_CALLABLE:
         return Py_NewRef(Py_None);
+    case SRV_STR:
+    case SRV_STR_LIST:
+        if (!o->dflt_text)
+            return Py_NewRef(Py_None);
+        return PyUnicode_FromString(o->dflt_text);
     default:
         return PyFloat_FromDouble(o->dflt);
     }
@@ -336,7 +449,11 @@ static PyObject *srv_opt_default_value(const struct srv_option *o)
 /* min or max as Python sees it: int for sizes, float for seconds. */
 static PyObject *srv_opt_bound(const struct srv_option *o, double v)
 {
-    if (o->kind == SRV_BOOL || o->kind == SRV_DICT || isinf(v))
+    int number = o->kind == SRV_SECONDS || o->kind == SRV_TIMEOUT ||
+                 o->kind == SRV_BOOL_SECONDS || o->kind == SRV_SIZE ||
+                 o->kind == SRV_SIZE_OR_NONE;
+
+    if (!number || isinf(v))
         return Py_NewRef(Py_None);
     if (o->kind == SRV_SIZE || o->kind == SRV_SIZE_OR_NONE)
         return PyLong_FromDouble(v);
@@ -349,7 +466,7 @@ static PyObject *srv_opt_dict(const struct srv_option *o)
 
     srv_opt_default_text(o, dflt, sizeof dflt, 1);
     srv_opt_allowed(o, allowed, sizeof allowed);
-    return Py_BuildValue("{s:s,s:s,s:N,s:s,s:N,s:N,s:s,s:s,s:s,s:z,s:s}",
+    return Py_BuildValue("{s:s,s:s,s:N,s:s,s:N,s:N,s:s,s:s,s:z,s:z,s:s}",
                          "name", o->name, "kind", srv_kind_names[o->kind],
                          "default", srv_opt_default_value(o),
                          "default_text", dflt,

@@ -25,6 +25,9 @@ enum srv_opt_kind {
     SRV_SIZE,
     SRV_SIZE_OR_NONE,
     SRV_DICT,
+    SRV_STR,
+    SRV_STR_LIST,
+    SRV_CALLABLE,
 };
 
 /* The longest time an option may name: the hub clamps every deadline to
@@ -33,10 +36,16 @@ enum srv_opt_kind {
 /* "max" of an option with no upper bound. */
 #define SRV_NO_MAX INFINITY
 
+/* The access-log line of access_log_format's default, in gunicorn's atoms
+ * (server/log_format.c): the common log format plus the seconds taken,
+ * the line this server always wrote. */
+#define SRV_LOG_DEFAULT_FORMAT "%(h)s - - %(t)s \"%(r)s\" %(s)s %(b)s %(L)s"
+
 struct srv_option {
     const char *name;
     enum srv_opt_kind kind;
-    double dflt, min, max;
+    double dflt, min, max;    /* dflt: of the numeric kinds */
+    const char *dflt_text;    /* of SRV_STR and SRV_STR_LIST; NULL: None */
     size_t offset;            /* of the field in struct srv_options */
     const char *field;        /* its name, for tools and messages */
     const char *flag, *env;   /* command line; env may be NULL */

@@ -34,17 +34,30 @@ SRV_HIDDEN int srv_api_init(void);
 
 /* ---- options -------------------------------------------------------- */
 
+/* An SRV_STR_LIST option: text to split at commas, or a list or tuple
+ * of str (borrowed); one of the two is set, or neither for None. */
+struct srv_strlist {
+    const char *text;
+    PyObject *seq;
+};
+
 /* Filled from server/options.def (server/options.c); a field per option. */
 struct srv_options {
     int log_output;              /* access log lines on stderr */
+    const char *access_log;      /* NULL, "-" or a path (log.c) */
+    const char *access_log_format;
     double keepalive;            /* idle seconds between requests; 0 = off */
     double header_timeout;       /* seconds to receive a whole head; < 0 = none */
     double body_timeout;         /* seconds of silence while reading a body
                                     or writing a response; < 0 = none */
     double graceful_timeout;     /* seconds in-flight requests get at stop */
     size_t max_size;             /* concurrent requests */
+    size_t max_requests;         /* then stop; 0 = no limit */
+    size_t max_requests_jitter;
     size_t max_body_size;        /* 0 = unlimited */
     struct srv_limits limits;
+    struct srv_strlist forwarded_allow_ips; /* forwarded.c */
+    PyObject *heartbeat;         /* callable or NULL (borrowed) */
     PyObject *environ;           /* extra environ keys or NULL (borrowed) */
     int debug;                   /* tracebacks in 500 bodies */
 };
@@ -64,6 +77,9 @@ SRV_HIDDEN int srv_options_set(PyObject *const given[SRV_NOPTIONS],
                                struct srv_options *opts);
 /* The docstring of a function "call" taking the options (malloc'd). */
 SRV_HIDDEN char *srv_options_doc(const char *call, const char *summary);
+/* Raises ValueError for option i's value (its text): "name='value' why";
+ * why says what is wrong and how to put it right. */
+SRV_HIDDEN int srv_option_invalid(int i, const char *value, const char *why);
 /* libgreen.wsgi.options() */
 SRV_HIDDEN PyObject *srv_options_list(PyObject *self, PyObject *unused);
 
@@ -78,6 +94,9 @@ SRV_HIDDEN PyObject *srv_spawn(PyObject *self, PyObject *args, PyObject *kw);
 SRV_HIDDEN PyObject *srv_sleep(PyObject *self, PyObject *arg);
 SRV_HIDDEN PyObject *srv_stats(PyObject *self, PyObject *unused);
 
+/* lazy.c: libgreen.__getattr__ (GunicornWorker) */
+SRV_HIDDEN PyObject *srv_module_getattr(PyObject *self, PyObject *name);
+
 /* wsgi_server.c: libgreen.wsgi.server() and its docstring */
 SRV_HIDDEN PyObject *srv_wsgi_server(PyObject *self, PyObject *args, PyObject *kw);
 SRV_HIDDEN const char *srv_wsgi_server_doc(void);
@@ -85,6 +104,8 @@ SRV_HIDDEN const char *srv_wsgi_server_doc(void);
 /* ---- the server and its connections --------------------------------- */
 
 struct srv_conn;
+struct srv_alog;
+struct srv_fwd;
 
 struct srv_server {
     PyObject *app;
@@ -103,7 +124,14 @@ struct srv_server {
     int accept_backoff;          /* accept failed for lack of fds: wait */
     ev_timer accept_retry;
     double stop_deadline;
+    double stop_began;
+    double stop_grace;           /* seconds the stop allowed */
     PyObject *stop_exc;          /* exception that stopped us, if any */
+    size_t served;               /* requests started (for max_requests) */
+    size_t max_served;           /* max_requests + this process's jitter */
+    double heartbeat_at;         /* when opt.heartbeat is due */
+    struct srv_alog *alog;       /* the access log, NULL if off (log.c) */
+    struct srv_fwd *fwd;         /* forwarded_allow_ips (forwarded.c) */
     PyThreadState *main_ts;      /* the caller's, while the hub runs */
     struct srv_header *scratch;  /* header array for the hub's parses */
     size_t nscratch;
@@ -129,6 +157,7 @@ struct srv_conn {
     size_t requests;             /* served on this connection */
     struct srv_conn *next, *prev;
     struct srv_conn *qnext;      /* in srv->queue, while SRV_QUEUED */
+    int trusted;                 /* the peer is in forwarded_allow_ips */
     char remote_addr[64];
     char remote_port[8];
 };
@@ -148,6 +177,9 @@ SRV_HIDDEN void srv_conn_new(struct srv_server *srv, int fd,
 SRV_HIDDEN void srv_conn_close(struct srv_conn *c);
 SRV_HIDDEN void srv_conn_resume(struct srv_conn *c);
 SRV_HIDDEN void srv_conns_close_idle(struct srv_server *srv);
+/* While stopping: connections still waiting for a request head (kept by
+ * srv_conns_close_idle); *arriving: one of them has part of it. */
+SRV_HIDDEN size_t srv_conns_owed(const struct srv_server *srv, int *arriving);
 SRV_HIDDEN void srv_conns_close_all(struct srv_server *srv);
 /* A request's green thread is done with its connection's slot. */
 SRV_HIDDEN void srv_request_done(struct srv_server *srv);
@@ -166,11 +198,26 @@ SRV_HIDDEN void srv_send_error_text(struct srv_conn *c, int status,
 SRV_HIDDEN void srv_request_green(void *arg);
 SRV_HIDDEN void srv_print_exc(void);
 
+/* forwarded.c: the client as a request's trusted proxies tell it */
+struct srv_client {
+    const char *addr;            /* REMOTE_ADDR: the peer's, or buf */
+    const char *scheme;          /* NULL (the socket's), "http" or "https" */
+    char buf[48];
+};
+SRV_HIDDEN int srv_fwd_init(struct srv_server *srv);
+SRV_HIDDEN void srv_fwd_free(struct srv_server *srv);
+SRV_HIDDEN int srv_fwd_trusted(const struct srv_server *srv,
+                               const struct sockaddr_storage *ss);
+SRV_HIDDEN void srv_fwd_resolve(const struct srv_conn *c,
+                                const struct srv_request *req,
+                                struct srv_client *cl);
+
 /* environ.c */
 SRV_HIDDEN int srv_environ_init(void);
 SRV_HIDDEN PyObject *srv_build_environ(struct srv_conn *c,
                                        const struct srv_request *req,
-                                       PyObject *input);
+                                       PyObject *input,
+                                       const struct srv_client *cl);
 
 /* response.c (the response object itself: server/response.h) */
 SRV_HIDDEN int srv_request_types_init(void);
@@ -192,9 +239,7 @@ struct srv_filewrapper {
 };
 SRV_HIDDEN extern PyTypeObject srv_filewrapper_type;
 
-/* log.c */
-SRV_HIDDEN void srv_log_access(struct srv_conn *c, const struct srv_request *req,
-                               int status, uint64_t bytes, double started);
+/* log.c (the access log: server/log.h) */
 SRV_HIDDEN const char *srv_http_date(void);
 
 /* Exceptions as one object, on every supported version. */

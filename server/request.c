@@ -12,6 +12,7 @@
  */
 #include <string.h>
 
+#include "server/log.h"
 #include "server/py.h"
 #include "server/response.h"
 
@@ -79,16 +80,21 @@ static void srv_log_app_error(struct srv_conn *c, const struct srv_request *req)
     srv_print_exc();
 }
 
-/* The request line, copied out of c->buf. req's strings point into
- * c->buf, which reading the body compacts (input.c) and may reallocate:
- * once the environ is built they are stale. The response (HEAD, version)
- * and the log lines use this copy instead, cut to what the log prints. */
+/* What a request keeps of its head, copied out of c->buf. req's strings
+ * point into c->buf, which reading the body compacts (input.c) and may
+ * reallocate: once the environ is built they are stale. The response
+ * (HEAD, version) and the log lines use this copy instead, cut to what
+ * the log prints; with it go the client as trusted proxies tell it
+ * (forwarded.c) and the header values the log prints. */
 struct srv_line {
     struct srv_request req;     /* no path, query or headers */
     char method[33], target[801];
+    struct srv_client client;
+    struct srv_logreq log;
 };
 
-static void srv_line_copy(struct srv_line *l, const struct srv_request *req)
+static void srv_line_copy(struct srv_line *l, struct srv_conn *c,
+                          const struct srv_request *req, double started)
 {
     l->req = *req;
     l->req.method_len = req->method_len < sizeof l->method - 1
@@ -103,6 +109,19 @@ static void srv_line_copy(struct srv_line *l, const struct srv_request *req)
     l->req.path_len = l->req.query_len = 0;
     l->req.headers = NULL;
     l->req.nheaders = 0;
+    srv_fwd_resolve(c, req, &l->client);
+    l->log.line = &l->req;
+    l->log.client = l->client.addr;
+    l->log.started = started;
+    srv_alog_capture(c->srv, req, &l->log);
+}
+
+static void srv_line_log(struct srv_line *l, struct srv_server *srv, int status,
+                         uint64_t bytes)
+{
+    l->log.status = status;
+    l->log.bytes = bytes;
+    srv_log_access(srv, &l->log);
 }
 
 /* The app failed (exception pending) or the client left (r->failed):
@@ -157,7 +176,8 @@ struct srv_call {
 /* Calls the app in a fresh context and sends its response. Returns 0, or
  * -1 with an exception set (or with r->failed and none: the client left). */
 static int srv_call_app(struct srv_call *call, struct srv_resp *r,
-                        const struct srv_request *req, PyObject *input)
+                        const struct srv_request *req, PyObject *input,
+                        const struct srv_client *cl)
 {
     int ok;
 
@@ -166,7 +186,7 @@ static int srv_call_app(struct srv_call *call, struct srv_resp *r,
         Py_CLEAR(call->ctx);
         return -1;
     }
-    call->environ = srv_build_environ(r->c, req, input);
+    call->environ = srv_build_environ(r->c, req, input, cl);
     if (!call->environ)
         return -1;
     call->start = PyObject_GetAttrString((PyObject *)r, "start_response");
@@ -204,11 +224,11 @@ static void srv_call_end(struct srv_call *call)
 /* Runs the app for one request whose body framing is sound, and answers
  * for it whatever happens. */
 static void srv_run_app(struct srv_resp *r, const struct srv_request *req,
-                        PyObject *input)
+                        PyObject *input, const struct srv_client *cl)
 {
     struct srv_call call = {NULL, NULL, NULL, NULL};
 
-    if (srv_call_app(&call, r, req, input) < 0) {
+    if (srv_call_app(&call, r, req, input, cl) < 0) {
         srv_app_failed(r, input);
         r->close_after = 1;
     }
@@ -226,13 +246,13 @@ static int srv_handle(struct srv_conn *c, struct srv_request *req, size_t head_l
     const char *why = NULL;
     int keep, bad;
 
+    srv_line_copy(&line, c, req, started);
     if (srv->opt.max_body_size && req->content_length >= 0 &&
         (uint64_t)req->content_length > srv->opt.max_body_size) {
         srv_send_error(c, 413, "the request body is larger than max_body_size");
-        srv_log_access(c, req, 413, 0, started);
+        srv_line_log(&line, srv, 413, 0);
         return 0;
     }
-    srv_line_copy(&line, req);
     input = srv_input_new(c, req, head_len);
     r = srv_resp_new(c, &line.req);
     if (!input || !r) {
@@ -250,11 +270,11 @@ static int srv_handle(struct srv_conn *c, struct srv_request *req, size_t head_l
         r->close_after = 1;
         srv_send_error(c, bad, why);
     } else {
-        srv_run_app(r, req, input);
+        srv_run_app(r, req, input, &line.client);
     }
     keep = srv_input_finish(input) && !r->close_after && !r->failed;
     Py_DECREF(input);
-    srv_log_access(c, &line.req, r->code ? r->code : 500, r->body_sent, started);
+    srv_line_log(&line, srv, r->code ? r->code : 500, r->body_sent);
     r->c = NULL;
     Py_DECREF((PyObject *)r);
     if (PyErr_Occurred())
@@ -301,6 +321,8 @@ void srv_request_green(void *arg)
             break;
         }
         c->requests++;
+        if (srv->max_served && ++srv->served >= srv->max_served)
+            req.keep_alive = 0; /* the last one: srv_done (serve.c) stops */
         if (!srv_handle(c, &req, (size_t)n) || srv->stopping) {
             srv_conn_close(c);
             break;

@@ -213,3 +213,67 @@ def test_sigterm_ends_a_child_forked_in_a_request(server):
     assert fetch(srv, "/after")[0] == 200
     srv.kill(signal.SIGTERM)
     assert srv.wait(timeout=10) == 0
+
+
+def wait_accepted(srv, before, timeout=5):
+    """Waits until the server holds one more socket than `before` (it
+    accepted the connection just made)."""
+    deadline = time.monotonic() + timeout
+    while sockets_of(srv.pid) <= before:
+        assert time.monotonic() < deadline, "the connection was not accepted"
+        time.sleep(0.01)
+
+
+def sockets_of(pid):
+    import os
+    n = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            n += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+        except OSError:
+            pass
+    return n
+
+
+def test_connection_accepted_before_the_stop_is_served(server):
+    """A client that connected just before SIGTERM (its request still on
+    the way) is answered, not reset: restarts under load fail nothing."""
+    srv = server(APP, {"graceful_timeout": 10})
+    before = sockets_of(srv.pid)
+    with srv.raw() as c:
+        wait_accepted(srv, before)
+        srv.kill(signal.SIGTERM)
+        time.sleep(0.3)  # the stop is under way before the request comes
+        c.send("GET /late HTTP/1.1\r\nHost: x\r\n\r\n")
+        code, h, body, _ = c.response()
+        assert (code, body) == (200, b"finished /late")
+        assert h["connection"].lower() == "close"
+    assert srv.wait(timeout=10) == 0
+
+
+def test_silent_connection_holds_the_stop_about_a_second(server):
+    srv = server(APP, {"graceful_timeout": 10})
+    before = sockets_of(srv.pid)
+    with srv.raw() as c:
+        wait_accepted(srv, before)
+        t0 = time.monotonic()
+        srv.kill(signal.SIGTERM)
+        assert srv.wait(timeout=10) == 0
+        assert 0.8 < time.monotonic() - t0 < 3
+        assert c.closed()
+
+
+def test_request_arriving_during_the_stop_is_served(server):
+    """Part of a head before the stop, the rest well after: served."""
+    srv = server(APP, {"graceful_timeout": 10})
+    before = sockets_of(srv.pid)
+    with srv.raw() as c:
+        wait_accepted(srv, before)
+        c.send("GET /slowhead HTTP/1.1\r\n")
+        srv.kill(signal.SIGTERM)
+        time.sleep(1.5)  # longer than a silent connection holds the stop
+        assert srv.alive(), "the stop did not wait for a head on its way"
+        c.send("Host: x\r\n\r\n")
+        code, _, body, _ = c.response()
+        assert (code, body) == (200, b"finished /slowhead")
+    assert srv.wait(timeout=10) == 0
