@@ -254,7 +254,7 @@ static int srv_add_header(PyObject *env, const struct srv_header *h)
 PyObject *srv_build_environ(struct srv_conn *c, const struct srv_request *req,
                             PyObject *input)
 {
-    PyObject *env = PyDict_Copy(c->srv->base_environ);
+    PyObject *env = PyDict_Copy(c->lst->base_environ);
     const char *path, *authority;
     size_t path_len, authority_len;
 

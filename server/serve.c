@@ -1,12 +1,14 @@
 /* server/serve.c - libgreen.wsgi.server's run: set up, run the hub until
  * a stop, shut down gracefully, tear down.
  *
- * The listening socket is accept.c's, connections between requests are
- * conn.c's, and each request runs in its own green thread (request.c).
+ * The listening sockets are accept.c's, connections between requests
+ * are conn.c's, and each request runs in its own green thread
+ * (request.c).
  *
  * Shutdown: SIGINT and SIGTERM set a flag and poke the hub. The server
- * then stops accepting, closes idle connections, lets running requests
- * finish (their connections close after the response) for up to
+ * then stops accepting, closes idle connections (after a short wait for
+ * a request already on its way, conn.c), lets running requests finish
+ * (their connections close after the response) for up to
  * graceful_timeout seconds, and returns. Other signals reach their Python
  * handlers through a periodic tick that attaches the main thread state.
  */
@@ -43,8 +45,8 @@ static void srv_begin_stop(struct srv_server *srv, int sig)
     srv->stopping = sig ? sig : -1;
     srv->stop_deadline = ev_time() + srv->opt.graceful_timeout;
     srv_accept_update(srv);
-    srv_listener_close(srv);
-    srv_conns_close_idle(srv);
+    srv_listeners_close(srv);
+    srv_conns_stop(srv);
     if (srv->active)
         fprintf(stderr, "(%ld) wsgi stopping: waiting up to %g s for %zu "
                 "request(s) in progress\n", (long)getpid(),
@@ -75,7 +77,7 @@ static int srv_done(void *arg)
         srv_begin_stop(srv, srv_signal);
     if (!srv->stopping)
         return 0;
-    if (srv->active == 0)
+    if (srv->active == 0 && !srv->conns)
         return 1;
     return ev_time() > srv->stop_deadline;
 }
@@ -120,10 +122,27 @@ static void srv_signals_install(struct srv_server *srv)
 
 /* ---- the serve loop ------------------------------------------------- */
 
+/* The listeners made non-blocking (their flags before that kept in
+ * l->fl), or -1 with OSError set and every flag restored. */
+static int srv_listeners_nonblock(struct srv_server *srv)
+{
+    for (size_t i = 0; i < srv->nlisteners; i++) {
+        struct srv_listener *l = &srv->listeners[i];
+        l->fl = fcntl(l->fd, F_GETFL);
+        if (l->fl < 0 || fcntl(l->fd, F_SETFL, l->fl | O_NONBLOCK) < 0) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            while (i--)
+                fcntl(srv->listeners[i].fd, F_SETFL, srv->listeners[i].fl);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* Everything the run needs: the hub, the parse scratch array, the
- * listener made non-blocking (its flags before that in *fl), the accept
- * watcher. Returns 0, or -1 with an exception set. */
-static int srv_setup(struct srv_server *srv, int *fl)
+ * listeners made non-blocking, the accept watchers. Returns 0, or -1
+ * with an exception set. */
+static int srv_setup(struct srv_server *srv)
 {
     srv->hub = G.hub();
     if (!srv->hub) {
@@ -139,9 +158,7 @@ static int srv_setup(struct srv_server *srv, int *fl)
     }
     srv->loop = G.hub_loop(srv->hub);
     srv->interp = PyThreadState_Get()->interp;
-    *fl = fcntl(srv->fd, F_GETFL);
-    if (*fl < 0 || fcntl(srv->fd, F_SETFL, *fl | O_NONBLOCK) < 0) {
-        PyErr_SetFromErrno(PyExc_OSError);
+    if (srv_listeners_nonblock(srv) < 0) {
         PyMem_RawFree(srv->scratch);
         srv->scratch = NULL;
         return -1;
@@ -152,10 +169,11 @@ static int srv_setup(struct srv_server *srv, int *fl)
 
 /* Undoes srv_setup once the hub has stopped running for us, and closes
  * every connection left. */
-static void srv_teardown(struct srv_server *srv, int fl)
+static void srv_teardown(struct srv_server *srv)
 {
     srv_accept_stop(srv);
-    fcntl(srv->fd, F_SETFL, fl);
+    for (size_t i = 0; i < srv->nlisteners; i++)
+        fcntl(srv->listeners[i].fd, F_SETFL, srv->listeners[i].fl);
 
     if (srv->active)
         fprintf(stderr, "(%ld) wsgi exiting: %zu request(s) still running "
@@ -194,12 +212,14 @@ static PyObject *srv_result(struct srv_server *srv, int rc)
  * taken as a stop request and not re-raised). */
 PyObject *srv_serve(struct srv_server *srv)
 {
-    int fl, rc;
+    int rc;
 
-    if (srv_setup(srv, &fl) < 0)
+    if (srv_setup(srv) < 0)
         return NULL;
     srv_signals_install(srv);
-    fprintf(stderr, "(%ld) wsgi starting up on %s\n", (long)getpid(), srv->url);
+    for (size_t i = 0; i < srv->nlisteners; i++)
+        fprintf(stderr, "(%ld) wsgi starting up on %s\n", (long)getpid(),
+                srv->listeners[i].url);
 
     srv->main_ts = PyEval_SaveThread();
     rc = G.hub_run_until(srv_done, srv, -1, srv_tick, SRV_SIGNAL_PERIOD);
@@ -209,6 +229,6 @@ PyObject *srv_serve(struct srv_server *srv)
         srv_tstate_drain(); /* abandoned requests may still hold some */
 
     srv_signals_restore();
-    srv_teardown(srv, fl);
+    srv_teardown(srv);
     return srv_result(srv, rc);
 }
