@@ -12,6 +12,7 @@
 # become the module's docstring.
 import argparse as _argparse, os as _os, shlex as _shlex, socket as _socket
 import sys as _sys
+from types import SimpleNamespace as _SimpleNamespace
 
 import libgreen as _libgreen
 from libgreen import workers as _workers
@@ -210,19 +211,16 @@ def _build_parser(server_opts):
 
 # ---- the settings: flags, then the environment, then defaults --------------
 
-class Settings:
-    'What the command was asked to do (fields as in OWN_FLAGS, and more).'
-
-    def __init__(self, **kw):
-        self.__dict__.update(kw)
-
-
 def _from_env(args, env):
-    'Fills what the command line left unset from the environment.'
+    '''Fills what the command line left unset from the environment;
+    args.source[dest] says where each value came from, for messages.'''
+    args.source = {}
     for flags, dest, var, metavar, many, _ in OWN_FLAGS:
         raw = env.get(var)
+        args.source[dest] = flags[-1] + ' '
         if getattr(args, dest) is not None or raw is None or raw == '':
             continue
+        args.source[dest] = var + '='
         if metavar is None:
             try:
                 setattr(args, dest, _bool(raw))
@@ -238,12 +236,14 @@ def _from_env(args, env):
 
 
 def _int_setting(text, what, lo, hi=None):
+    '''text as an integer from lo to hi; what (a flag and a space, or
+    VARIABLE=) names it in the error.'''
     try:
         value = int(text)
     except ValueError:
         value = None
     if value is None or value < lo or (hi is not None and value > hi):
-        raise UsageError('%s %s: not an integer%s' % (
+        raise UsageError('%s%s: not an integer%s' % (
             what, text, ' >= %d' % lo if hi is None else ' from %d to %d' % (lo, hi)))
     return value
 
@@ -261,8 +261,7 @@ def _server_kwargs(args, server_opts, env):
         try:
             kw[o['name']] = _option_value(o, raw)
         except ValueError as e:
-            shown = raw if isinstance(raw, str) else ' '.join(map(str, raw)) \
-                if isinstance(raw, list) else raw
+            shown = ' '.join(raw) if isinstance(raw, list) else raw
             raise UsageError('%s%s%s: %s (allowed: %s)' % (
                 where, '' if where.endswith('=') else ' ', shown, e,
                 o['allowed'])) from None
@@ -270,8 +269,9 @@ def _server_kwargs(args, server_opts, env):
 
 
 def parse(argv, env=None):
-    '''Settings from the command line argv (without the program name) and
-    the environment env (default os.environ). Raises UsageError.'''
+    '''What the command is asked to do, from the command line argv
+    (without the program name) and the environment env (default
+    os.environ), as a namespace. Raises UsageError.'''
     env = _os.environ if env is None else env
     server_opts = _server_options()
     args = _build_parser(server_opts).parse_args(argv)
@@ -287,17 +287,18 @@ def parse(argv, env=None):
     except ValueError:
         timeout = -1
     if not timeout >= 0:
-        raise UsageError('--timeout %s: not a number of seconds >= 0 '
-                         '(0: no timeout)' % (args.timeout,))
-    return Settings(
+        raise UsageError('%s%s: not a number of seconds >= 0 (0: no timeout)'
+                         % (args.source['timeout'], args.timeout))
+    return _SimpleNamespace(
         app=args.app, binds=args.bind or [DEFAULT_BIND],
         bind_given=bool(args.bind),
-        workers=_int_setting(args.workers or '1', '--workers', 1, 1024),
-        backlog=_int_setting(args.backlog or '1024', '--backlog', 1, 1 << 20),
+        workers=_int_setting(args.workers or '1', args.source['workers'], 1, 1024),
+        backlog=_int_setting(args.backlog or '1024', args.source['backlog'], 1, 1 << 20),
         timeout=timeout, timeout_given=args.timeout is not None,
         graceful_timeout=float(graceful or 0),
         user=args.user, group=args.group, allow_root=bool(args.allow_root),
-        chdir=args.chdir, env=_key_value_setting(args.env or [], '--env'),
+        chdir=args.chdir,
+        env=_key_value_setting(args.env or [], args.source['env'].rstrip()),
         pid=args.pid, server_kwargs=kw,
         heartbeat='heartbeat' in defaults)
 
@@ -331,7 +332,7 @@ def parse_bind(text):
         elif ':' in host:
             raise UsageError('--bind %s: write an IPv6 address in brackets, '
                              '[ADDRESS]:PORT' % text)
-    return (host or '0.0.0.0', _int_setting(port, '--bind %s: port' % text, 0, 65535))
+    return (host or '0.0.0.0', _int_setting(port, '--bind %s: port ' % text, 0, 65535))
 
 
 def _describe(address):
@@ -370,7 +371,7 @@ def systemd_sockets(env):
     names = env.get('LISTEN_FDNAMES', '').split(':')
     for var in ('LISTEN_PID', 'LISTEN_FDS', 'LISTEN_FDNAMES'):
         env.pop(var, None)
-    n = _int_setting(count, 'LISTEN_FDS=', 1, 1024)
+    n = _int_setting(count, 'LISTEN_FDS=', 1, 1024)  # what systemd passed
     socks = []
     for i in range(n):
         fd = 3 + i
@@ -535,6 +536,9 @@ def _prepare(s):
         except OSError as e:
             raise UsageError('--chdir %s: %s' % (s.chdir, e.strerror or e)) from None
     _os.environ.update(s.env)
+    # systemd's notification socket is the master's alone (it says when
+    # the workers serve, workers.sd_notify): the app does not inherit it.
+    s.notify_socket = _os.environ.pop('NOTIFY_SOCKET', None)
     target = check_root(s)
     socks = open_sockets(s)
     unix = [owned[0] for _, _, owned in socks if owned]

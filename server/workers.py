@@ -17,7 +17,9 @@
 # The master acts on signals (see the table in cli.py's --help), restarts
 # workers that die (with a growing delay when they die at once), kills
 # those that stop beating, and reloads on SIGHUP without a gap: the old
-# workers get SIGTERM only once every new one has said R.
+# workers get SIGTERM only once every new one has said R. Under systemd
+# (Type=notify) it says READY=1 once the workers serve, RELOADING=1 and
+# READY=1 around a reload, and STOPPING=1.
 #
 # Embedded into libgreen_pyXY.so with cli.py (libgreen.workers).
 # Comments only at the top: a string there would become the docstring.
@@ -45,6 +47,23 @@ def log(message):
         pass
 
 
+def sd_notify(address, state):
+    '''Tells systemd (Type=notify) our state: READY=1, RELOADING=1,
+    STOPPING=1. address is $NOTIFY_SOCKET as the master found it (None:
+    not started by systemd, nothing to do).'''
+    if not address:
+        return
+    import socket
+    if address.startswith('@'):
+        address = '\0' + address[1:]  # an abstract socket
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.connect(address)
+            s.sendall(state.encode())
+    except OSError as e:
+        log('could not notify systemd (%s): %s' % (address, e.strerror or e))
+
+
 def _status_text(status):
     if _os.WIFSIGNALED(status):
         sig = _os.WTERMSIG(status)
@@ -66,11 +85,13 @@ class Worker:
         self.stopping = False
         self.kill_at = None           # monotonic time of the SIGKILL, if stopping
         self.error = None             # the E line, if it sent one
+        self.eof = False              # its pipe is closed: nothing more to read
         self.buf = b''
 
     def feed(self, data):
         'Takes what the worker wrote on its pipe.'
-        self.seen = _time.monotonic()
+        if data:
+            self.seen = _time.monotonic()
         self.buf += data
         while self.buf:
             if self.buf[:1] == b'E':
@@ -84,16 +105,16 @@ class Worker:
                 self.buf = self.buf[1:]
 
     def read(self):
-        'Reads the pipe until it is empty; False at EOF.'
-        while True:
+        'Reads the pipe until it is empty or closed.'
+        while not self.eof:
             try:
                 data = _os.read(self.pipe, 4096)
             except BlockingIOError:
-                return True
+                return
             except OSError:
-                return False
+                data = b''
             if not data:
-                return False
+                self.eof = True
             self.feed(data)
 
     def signal(self, sig):
@@ -146,7 +167,6 @@ def _worker_signals(saved):
     but sent to a process group by a terminal or `kill -HUP -PGID` - do
     not stop a worker (a no-op handler, not SIG_IGN: exec resets a
     handler, so the app's children still get the defaults).'''
-    _signal.set_wakeup_fd(-1)
     for sig, handler in saved.items():
         _signal.signal(sig, handler)
     for sig in (_signal.SIGHUP, _signal.SIGTTIN, _signal.SIGTTOU):
@@ -167,6 +187,7 @@ def worker_main(settings, socks, pipe, saved_signals, master):
     except appload.AppError as e:
         _report(pipe, str(e))
         return BOOT_ERROR
+    _os.set_blocking(pipe, False)  # a stuck master must not stop the worker
     kw = dict(settings.server_kwargs)
     beats = []
     if settings.heartbeat:
@@ -191,7 +212,7 @@ def _run_worker(settings, socks, pipe, saved_signals, master):
     try:
         status = worker_main(settings, socks, pipe, saved_signals, master)
     except SystemExit as e:
-        status = e.code if isinstance(e.code, int) else 1
+        status = 0 if e.code is None else e.code if isinstance(e.code, int) else 1
     except BaseException as e:
         _report(pipe, 'the worker failed: %s: %s' % (type(e).__name__, e))
     finally:
@@ -225,13 +246,17 @@ class Master:
     # ---- set-up -------------------------------------------------------
 
     def _install_signals(self):
-        'Signals are read as bytes from a self-pipe, in the main loop.'
+        '''Signals are read as bytes from a self-pipe, in the main loop. A
+        signal whose handler was set from C (getsignal() is None: a
+        debugging toggle of libgreen.so, say) is left alone: Python could
+        not give it back to the workers.'''
         self.wake_r, self.wake_w = _os.pipe()
         _os.set_blocking(self.wake_r, False)
         _os.set_blocking(self.wake_w, False)
         _signal.set_wakeup_fd(self.wake_w)
         for sig in MASTER_SIGNALS:
-            self.saved_signals[sig] = _signal.signal(sig, lambda signum, frame: None)
+            if _signal.getsignal(sig) is not None:
+                self.saved_signals[sig] = _signal.signal(sig, lambda signum, frame: None)
 
     def _spawn(self):
         r, w = _os.pipe()
@@ -239,6 +264,7 @@ class Master:
         master = _os.getpid()
         pid = _os.fork()
         if pid == 0:
+            _signal.set_wakeup_fd(-1)  # before its fd closes
             for fd in [r, self.wake_r, self.wake_w] + [x.pipe for x in self.workers.values()]:
                 _os.close(fd)
             _run_worker(self.s, self.socks, w, self.saved_signals, master)
@@ -274,6 +300,7 @@ class Master:
             self.last_gen += 1
             self.gen = self.last_gen
             log('SIGHUP: reloading: starting %d new worker(s)' % self.count)
+            sd_notify(self.s.notify_socket, 'RELOADING=1')
         elif sig == _signal.SIGTTIN:
             self.count += 1
             log('SIGTTIN: %d worker(s)' % self.count)
@@ -286,6 +313,7 @@ class Master:
                 w.signal(sig)
 
     def _begin_stop(self):
+        sd_notify(self.s.notify_socket, 'STOPPING=1')
         self.stop_deadline = _time.monotonic() + self.s.graceful_timeout + KILL_MARGIN
         if self.workers and not self.fatal:
             log('stopping: %d worker(s) finish their requests (up to %g s)'
@@ -321,10 +349,13 @@ class Master:
                 self.fatal = why
                 self._begin_stop()
             return
-        if w.gen == self.gen and self.gen != self.serving_gen and \
-                (not w.ready or code == BOOT_ERROR):
+        if w.gen != self.gen:  # of a generation on its way out: not replaced
+            log('worker %d %s' % (w.pid, _status_text(status)))
+            return
+        if self.gen != self.serving_gen and (not w.ready or code == BOOT_ERROR):
             log('reload failed: %s; the old workers keep serving' % why)
             self.gen = self.serving_gen
+            sd_notify(self.s.notify_socket, 'READY=1')
             return
         if code == 0 and w.ready:
             log('worker %d exited (max_requests reached); starting another' % w.pid)
@@ -371,6 +402,7 @@ class Master:
             else:
                 self._banner()
             self.serving_gen = self.gen
+            sd_notify(self.s.notify_socket, 'READY=1')
         # Older generations go once the newest serves; one that never
         # served (a reload overtaken by another, or failed) goes now.
         for w in list(self.workers.values()):
@@ -405,7 +437,7 @@ class Master:
         now, wake = _time.monotonic(), 1.0
         if self.next_spawn > now:
             wake = min(wake, self.next_spawn - now)
-        pipes = {w.pipe: w for w in self.workers.values()}
+        pipes = {w.pipe: w for w in self.workers.values() if not w.eof}
         try:
             ready, _, _ = _select.select([self.wake_r] + list(pipes), [], [], max(wake, 0.01))
         except InterruptedError:

@@ -317,23 +317,34 @@ os.execv(sys.argv[2], sys.argv[2:])
 '''
 
 
-def test_systemd_socket_activation(libgreen, tmp_path):
+def test_systemd_socket_activation_and_notify(libgreen, tmp_path):
+    """Socket activation (LISTEN_FDS) and Type=notify (NOTIFY_SOCKET): the
+    master serves systemd's socket and says READY=1 once the workers
+    serve, RELOADING=1 then READY=1 around a reload, STOPPING=1."""
     write_app(tmp_path, "envapp", ENV_APP)
     (tmp_path / "systemd.py").write_text(SYSTEMD_EMULATOR)
     port = free_port()
-    env = {"LIBGREEN_SO": str(SO)}
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(20)
+    env = {"LIBGREEN_SO": str(SO), "NOTIFY_SOCKET": str(tmp_path / "notify")}
     cmd = Command([str(tmp_path / "systemd.py"), str(port), str(LAUNCHER), "--allow-root",
                    "-w", "2", "envapp:app"], tmp_path, env, launcher=PYTHON)
     try:
         cmd.serving(workers=2)
+        assert notify.recv(100) == b"READY=1"
         cmd.wait_for(r"serve envapp:app on 127\.0\.0\.1:%d \(systemd socket web\)" % port)
         seen = json.loads(get(("127.0.0.1", port))[1])
         assert seen["port"] == str(port)
-        # the app does not see systemd's variables
-        assert seen["listen_fds"] is None
+        assert seen["listen_fds"] is None  # consumed by the master
+        cmd.send(signal.SIGHUP)
+        assert notify.recv(100) == b"RELOADING=1"
+        assert notify.recv(100) == b"READY=1"
         assert cmd.stop() == 0
+        assert notify.recv(100) == b"STOPPING=1"
     finally:
         cmd.kill_all()
+        notify.close()
 
 
 # ---- root -------------------------------------------------------------------
