@@ -113,7 +113,7 @@ void srv_accept_stop(struct srv_server *srv)
  * place (dup3 keeps it close-on-exec) and Python closes that later, as
  * eventlet's server closes its socket. Only this process's reference
  * goes: worker processes sharing the listening socket keep serving. */
-static void srv_listener_close(struct srv_listener *l)
+static void srv_listener_close_one(struct srv_listener *l)
 {
     int domain = AF_INET, s;
     socklen_t len = sizeof domain;
@@ -130,8 +130,9 @@ static void srv_listener_close(struct srv_listener *l)
     close(s);
 }
 
-void srv_listeners_close(struct srv_server *srv)
+/* Closes every listener of srv (as above). */
+void srv_listener_close(struct srv_server *srv)
 {
     for (size_t i = 0; i < srv->nlisteners; i++)
-        srv_listener_close(&srv->listeners[i]);
+        srv_listener_close_one(&srv->listeners[i]);
 }

@@ -149,14 +149,14 @@ SRV_HIDDEN PyObject *srv_serve(struct srv_server *srv);
 SRV_HIDDEN void srv_accept_start(struct srv_server *srv);
 SRV_HIDDEN void srv_accept_stop(struct srv_server *srv);
 SRV_HIDDEN void srv_accept_update(struct srv_server *srv);
-SRV_HIDDEN void srv_listeners_close(struct srv_server *srv);
+SRV_HIDDEN void srv_listener_close(struct srv_server *srv);
 
 /* conn.c */
 SRV_HIDDEN void srv_conn_new(struct srv_listener *l, int fd,
                              const struct sockaddr_storage *ss);
 SRV_HIDDEN void srv_conn_close(struct srv_conn *c);
 SRV_HIDDEN void srv_conn_resume(struct srv_conn *c);
-SRV_HIDDEN void srv_conns_stop(struct srv_server *srv);
+SRV_HIDDEN void srv_conns_close_idle(struct srv_server *srv);
 SRV_HIDDEN void srv_conns_close_all(struct srv_server *srv);
 /* A request's green thread is done with its connection's slot. */
 SRV_HIDDEN void srv_request_done(struct srv_server *srv);

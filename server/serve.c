@@ -1,14 +1,12 @@
 /* server/serve.c - libgreen.wsgi.server's run: set up, run the hub until
  * a stop, shut down gracefully, tear down.
  *
- * The listening sockets are accept.c's, connections between requests
- * are conn.c's, and each request runs in its own green thread
- * (request.c).
+ * The listening socket is accept.c's, connections between requests are
+ * conn.c's, and each request runs in its own green thread (request.c).
  *
  * Shutdown: SIGINT and SIGTERM set a flag and poke the hub. The server
- * then stops accepting, closes idle connections (after a short wait for
- * a request already on its way, conn.c), lets running requests finish
- * (their connections close after the response) for up to
+ * then stops accepting, closes idle connections, lets running requests
+ * finish (their connections close after the response) for up to
  * graceful_timeout seconds, and returns. Other signals reach their Python
  * handlers through a periodic tick that attaches the main thread state.
  */
@@ -45,8 +43,8 @@ static void srv_begin_stop(struct srv_server *srv, int sig)
     srv->stopping = sig ? sig : -1;
     srv->stop_deadline = ev_time() + srv->opt.graceful_timeout;
     srv_accept_update(srv);
-    srv_listeners_close(srv);
-    srv_conns_stop(srv);
+    srv_listener_close(srv);
+    srv_conns_close_idle(srv);
     if (srv->active)
         fprintf(stderr, "(%ld) wsgi stopping: waiting up to %g s for %zu "
                 "request(s) in progress\n", (long)getpid(),
@@ -77,7 +75,7 @@ static int srv_done(void *arg)
         srv_begin_stop(srv, srv_signal);
     if (!srv->stopping)
         return 0;
-    if (srv->active == 0 && !srv->conns)
+    if (srv->active == 0)
         return 1;
     return ev_time() > srv->stop_deadline;
 }

@@ -88,30 +88,6 @@ def test_idle_server_stops_at_once(server):
     assert srv.stdout.strip() == "returned"
 
 
-@pytest.mark.parametrize("used", [False, True], ids=["new", "keep-alive"])
-def test_request_on_its_way_at_stop_is_served(server, used):
-    """A connection with nothing to read when the stop begins - new, or
-    idle between requests - may have a request on its way from a client
-    that cannot know: it gets a moment (conn.c, SRV_STOP_LINGER) and its
-    request is served, with Connection: close, instead of a reset. That
-    is what makes a worker replacement lose no request."""
-    srv = server(APP, {"graceful_timeout": 10})
-    with cf.ThreadPoolExecutor(1) as ex, srv.raw() as c:
-        if used:
-            c.send("GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert c.response()[0] == 200
-        inflight = ex.submit(fetch, srv, "/inflight?1")
-        wait_record(srv, "start /inflight")
-        srv.kill(signal.SIGTERM)
-        assert srv.wait_output(r"wsgi stopping", timeout=3)
-        c.send("GET /late HTTP/1.1\r\nHost: x\r\n\r\n")
-        code, h, body, _ = c.response()
-        assert (code, body) == (200, b"finished /late")
-        assert h["connection"].lower() == "close"
-        assert inflight.result()[0] == 200
-    assert srv.wait(timeout=5) == 0
-
-
 def test_graceful_timeout_abandons_long_request(server):
     srv = server(APP, {"graceful_timeout": 0.5})
     with cf.ThreadPoolExecutor(1) as ex:
