@@ -1,7 +1,8 @@
 /* server/environ.c - the WSGI environ of one request (PEP 3333).
  *
  * The keys every request sets are interned once (srv_environ_init); the
- * constant ones come from srv->base_environ. Header names become
+ * constant ones come from the base_environ of the listening socket the
+ * request came in on (struct srv_listener). Header names become
  * HTTP_* keys, the path is percent-decoded into PATH_INFO, and repeated
  * header fields are joined into one value.
  */

@@ -199,7 +199,8 @@ def worker_main(settings, socks, pipe, saved_signals, master):
     try:
         _libgreen.wsgi.server([s for s, _, _ in socks], app, **kw)
     except Exception as e:
-        _report(pipe, 'the server stopped: %s: %s' % (type(e).__name__, e))
+        _report(pipe, 'the server %s: %s: %s' % ('stopped' if beats else 'could not start',
+                                               type(e).__name__, e))
         return 1 if beats else BOOT_ERROR  # it ran, or it never started
     return 0
 
