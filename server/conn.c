@@ -33,6 +33,10 @@
 #include "server/py.h"
 
 #define SRV_BUF_INIT 8192
+/* Seconds an empty connection may still bring a request once a stop
+ * began (srv_conns_close_idle): on a LAN a request sent before the
+ * client could see the stop arrives well within it. */
+#define SRV_STOP_LINGER 0.2
 
 /* ---- the read buffer ------------------------------------------------ */
 
@@ -138,18 +142,32 @@ void srv_conn_close(struct srv_conn *c)
     PyMem_RawFree(c);
 }
 
-/* A stop began: idle connections close, queued requests (never started)
- * get 503 first; running requests keep theirs until they finish. */
+/* A stop began: queued requests (never started) get 503 and close;
+ * running requests keep their connections until they finish. A reading
+ * connection may have a request on its way, sent by a client that could
+ * not know (a new connection, or a keep-alive one between requests, on a
+ * worker being replaced): closing it at once would reset that request.
+ * With part of a head here it keeps its header timeout; with nothing
+ * here it gets SRV_STOP_LINGER seconds (never past the grace period),
+ * then closes. A request that arrives is served, with Connection: close;
+ * the stop ends when no connection is left (serve.c). */
 void srv_conns_close_idle(struct srv_server *srv)
 {
+    double left = srv->stop_deadline - ev_time();
     struct srv_conn *c, *next;
 
+    if (left > SRV_STOP_LINGER)
+        left = SRV_STOP_LINGER;
     for (c = srv->conns; c; c = next) {
         next = c->next;
-        if (c->state == SRV_QUEUED)
+        if (c->state == SRV_QUEUED) {
             srv_send_error(c, 503, "the server is shutting down");
-        if (c->state == SRV_READING || c->state == SRV_QUEUED)
             srv_conn_close(c);
+        } else if (c->state == SRV_READING && c->len == 0) {
+            ev_timer_stop(srv->loop, &c->timer);
+            ev_timer_set(&c->timer, left > 0 ? left : 0., 0.);
+            ev_timer_start(srv->loop, &c->timer);
+        }
     }
 }
 

@@ -75,7 +75,7 @@ static int srv_done(void *arg)
         srv_begin_stop(srv, srv_signal);
     if (!srv->stopping)
         return 0;
-    if (srv->active == 0)
+    if (srv->active == 0 && !srv->conns) /* conn.c may keep a few a moment */
         return 1;
     return ev_time() > srv->stop_deadline;
 }
