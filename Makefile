@@ -79,10 +79,10 @@ SERVER_TESTS := $(patsubst tests/server/%.c,$(B)/tests/server/%,$(wildcard tests
 UNIT_TESTS := $(HUB_TESTS) $(PRELOAD_TESTS) $(SERVER_TESTS)
 
 .PHONY: all help deps test unit asan integration matrix regrtest bench bench-switch \
-        bench-parse bench-wsgi bench-memory run fuzz clean options-doc transparency FORCE
+        bench-parse bench-wsgi bench-memory run fuzz clean options-doc transparency install FORCE
 .DEFAULT_GOAL := all
 
-all: $(B)/libgreen.so $(PY_SOS)
+all: $(B)/libgreen.so $(PY_SOS) $(B)/libgreen
 
 help:
 	@echo "make              build build/libgreen.so (-O2 -g)"
@@ -101,6 +101,7 @@ help:
 	@echo "make bench        switch + parse + wsgi benchmarks"
 	@echo "make fuzz         fuzz the HTTP parser (FUZZ_SECONDS, default 60)"
 	@echo "make options-doc  rewrite README's server options table from server/options.def"
+	@echo "make install      PREFIX/bin/libgreen and PREFIX/lib/libgreen/*.so (PREFIX=/usr/local, DESTDIR)"
 	@echo "make clean        remove build/"
 	@echo "Python server modules built for: $(PY_VERS)"
 	@echo "MODE=release|debug|asan picks the build flavour (objects under build/)"
@@ -147,11 +148,16 @@ $(B)/libgreen.so: $(HUB_OBJS) $(PRELOAD_OBJS) $(BOOT_OBJS) $(B)/gen/libgreen.map
 	$(CC) -shared $(MODE_LDFLAGS) -Wl,--version-script=$(B)/gen/libgreen.map \
 	    -Wl,-z,defs -Wl,-z,now -o $@ $(HUB_OBJS) $(PRELOAD_OBJS) $(BOOT_OBJS) $(LDLIBS)
 
-# server/listen.py and server/gunicorn.py become bytes that module.c and
-# lazy.c include. od and sed are POSIX and always here (xxd comes with vim).
+# server/*.py become bytes that module.c includes. od and sed are
+# POSIX and always here (xxd comes with vim).
+EMBEDDED_PY := $(wildcard server/*.py)
 $(B)/gen/server/%.py.inc: server/%.py
 	@mkdir -p $(dir $@)
 	od -An -v -tx1 $< | sed 's/ \([0-9a-f][0-9a-f]\)/0x\1,/g' > $@.tmp && mv $@.tmp $@
+
+# The `libgreen` command (server/launcher.c): plain C, no Python headers.
+$(B)/libgreen: server/launcher.c
+	$(CC) $(filter-out -fPIC,$(CFLAGS)) $(MODE_LDFLAGS) $< -o $@
 
 # libgreen_pyXY.so: Python symbols stay undefined and resolve against the
 # running interpreter; only PyInit_libgreen is exported.
@@ -160,7 +166,7 @@ $(B)/obj/py$(1)/%.o: %.c
 	@mkdir -p $$(dir $$@)
 	$$(CC) $$(CFLAGS) -I$(PY_INC_$(1)) -MMD -MP -c $$< -o $$@
 
-$(B)/obj/py$(1)/server/module.o: $(B)/gen/server/listen.py.inc
+$(B)/obj/py$(1)/server/module.o: $(patsubst %,$(B)/gen/%.inc,$(EMBEDDED_PY))
 
 $(B)/obj/py$(1)/server/lazy.o: $(B)/gen/server/gunicorn.py.inc
 
@@ -274,6 +280,15 @@ fuzz:
 # built module (tests/integration/test_server_options.py checks it).
 options-doc: $(B)/libgreen.so $(PY_SOS)
 	LIBGREEN_SO=$(abspath $(B)/libgreen.so) $(PYTHON) scripts/gen-options-doc
+
+# The command and the objects it loads; the launcher finds libgreen.so in
+# ../lib/libgreen next to itself, and libgreen.so its libgreen_pyXY.so
+# in its own directory.
+PREFIX ?= /usr/local
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/libgreen
+	install -m 755 $(B)/libgreen $(DESTDIR)$(PREFIX)/bin/libgreen
+	install -m 644 $(B)/libgreen.so $(PY_SOS) $(DESTDIR)$(PREFIX)/lib/libgreen/
 
 run: deps
 	@$(MAKE) --no-print-directory all

@@ -1,11 +1,11 @@
-/* server/accept.c - the listening socket: accepting connections, pausing
+/* server/accept.c - the listening sockets: accepting connections, pausing
  * while there is no room for another request or no fd to accept into,
- * and closing it when the server stops.
+ * and closing them when the server stops.
  *
- * Accepting pauses (the watcher stops) while max_size requests run, so
- * the kernel's backlog, not our memory, holds the excess; and for 0.1 s
- * after accept failed for lack of fds, so the readable backlog does not
- * spin the loop.
+ * Each socket has its own watcher; pausing stops them all. Accepting
+ * pauses while max_size requests run, so the kernel's backlog, not our
+ * memory, holds the excess; and for 0.1 s after accept failed for lack
+ * of fds, so the readable backlog does not spin the loop.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -25,13 +25,15 @@ void srv_accept_update(struct srv_server *srv)
     int room = !srv->stopping && !srv->accept_backoff &&
                srv->active < srv->opt.max_size;
 
-    if (room && srv->accept_paused) {
-        ev_io_start(srv->loop, &srv->accept_w);
-        srv->accept_paused = 0;
-    } else if (!room && !srv->accept_paused) {
-        ev_io_stop(srv->loop, &srv->accept_w);
-        srv->accept_paused = 1;
+    if (room == !srv->accept_paused)
+        return;
+    for (size_t i = 0; i < srv->nlisteners; i++) {
+        if (room)
+            ev_io_start(srv->loop, &srv->listeners[i].w);
+        else
+            ev_io_stop(srv->loop, &srv->listeners[i].w);
     }
+    srv->accept_paused = !room;
 }
 
 static void srv_accept_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -64,40 +66,43 @@ static void srv_accept_backoff(struct srv_server *srv)
 
 static void srv_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
-    struct srv_server *srv = w->data;
+    struct srv_listener *l = w->data;
 
     for (int i = 0; i < SRV_ACCEPT_BATCH; i++) {
         struct sockaddr_storage ss;
         socklen_t len = sizeof ss;
-        int fd = accept4(srv->fd, (struct sockaddr *)&ss, &len,
+        int fd = accept4(l->fd, (struct sockaddr *)&ss, &len,
                          SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
                 errno == ENOMEM)
-                srv_accept_backoff(srv);
+                srv_accept_backoff(l->srv);
             return; /* EAGAIN, or retry on the next readiness */
         }
         if (len == 0 || ss.ss_family == AF_UNSPEC)
             ss.ss_family = AF_UNIX;
-        srv_conn_new(srv, fd, &ss);
+        srv_conn_new(l, fd, &ss);
     }
 }
 
-/* Starts accepting on srv->fd (already non-blocking) on srv->loop. */
+/* Starts accepting on every listener (already non-blocking). */
 void srv_accept_start(struct srv_server *srv)
 {
-    ev_io_init(&srv->accept_w, srv_accept_cb, srv->fd, EV_READ);
-    srv->accept_w.data = srv;
     ev_timer_init(&srv->accept_retry, srv_accept_retry_cb, SRV_ACCEPT_PAUSE, 0.);
     srv->accept_retry.data = srv;
-    ev_io_start(srv->loop, &srv->accept_w);
+    for (size_t i = 0; i < srv->nlisteners; i++) {
+        struct srv_listener *l = &srv->listeners[i];
+        ev_io_init(&l->w, srv_accept_cb, l->fd, EV_READ);
+        l->w.data = l;
+        ev_io_start(srv->loop, &l->w);
+    }
 }
 
 /* Stops the watchers srv_accept_start started. */
 void srv_accept_stop(struct srv_server *srv)
 {
-    if (!srv->accept_paused)
-        ev_io_stop(srv->loop, &srv->accept_w);
+    for (size_t i = 0; !srv->accept_paused && i < srv->nlisteners; i++)
+        ev_io_stop(srv->loop, &srv->listeners[i].w);
     ev_timer_stop(srv->loop, &srv->accept_retry);
 }
 
@@ -108,19 +113,26 @@ void srv_accept_stop(struct srv_server *srv)
  * place (dup3 keeps it close-on-exec) and Python closes that later, as
  * eventlet's server closes its socket. Only this process's reference
  * goes: worker processes sharing the listening socket keep serving. */
-void srv_listener_close(struct srv_server *srv)
+static void srv_listener_close_one(struct srv_listener *l)
 {
     int domain = AF_INET, s;
     socklen_t len = sizeof domain;
 
-    if (getsockopt(srv->fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0)
+    if (getsockopt(l->fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0)
         domain = AF_INET;
     s = socket(domain, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (s < 0)
         return; /* keep listening unserved: no worse than before */
-    if (dup3(s, srv->fd, O_CLOEXEC) < 0)
+    if (dup3(s, l->fd, O_CLOEXEC) < 0)
         fprintf(stderr, "libgreen: could not close the listening socket "
                 "(%s); new connections wait until the process exits\n",
                 strerror(errno));
     close(s);
+}
+
+/* Closes every listener of srv (as above). */
+void srv_listener_close(struct srv_server *srv)
+{
+    for (size_t i = 0; i < srv->nlisteners; i++)
+        srv_listener_close_one(&srv->listeners[i]);
 }

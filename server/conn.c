@@ -363,8 +363,9 @@ static void srv_conn_peer(struct srv_conn *c, const struct sockaddr_storage *ss)
 
 /* A connection accepted on fd starts waiting for its first request head.
  * Closes fd if there is no memory for it. */
-void srv_conn_new(struct srv_server *srv, int fd, const struct sockaddr_storage *ss)
+void srv_conn_new(struct srv_listener *l, int fd, const struct sockaddr_storage *ss)
 {
+    struct srv_server *srv = l->srv;
     struct srv_conn *c = PyMem_RawCalloc(1, sizeof *c);
 
     if (!c) {
@@ -372,6 +373,7 @@ void srv_conn_new(struct srv_server *srv, int fd, const struct sockaddr_storage 
         return;
     }
     c->srv = srv;
+    c->lst = l;
     c->fd = fd;
     c->state = SRV_READING;
     srv_conn_peer(c, ss);

@@ -1,7 +1,8 @@
 /* server/environ.c - the WSGI environ of one request (PEP 3333).
  *
  * The keys every request sets are interned once (srv_environ_init); the
- * constant ones come from srv->base_environ. Header names become
+ * constant ones come from the base_environ of the listening socket the
+ * request came in on (struct srv_listener). Header names become
  * HTTP_* keys, the path is percent-decoded into PATH_INFO, and repeated
  * header fields are joined into one value.
  */
@@ -261,7 +262,7 @@ static int srv_add_header(PyObject *env, const struct srv_header *h)
 PyObject *srv_build_environ(struct srv_conn *c, const struct srv_request *req,
                             PyObject *input, const struct srv_client *cl)
 {
-    PyObject *env = PyDict_Copy(c->srv->base_environ);
+    PyObject *env = PyDict_Copy(c->lst->base_environ);
     const char *path, *authority;
     size_t path_len, authority_len;
 

@@ -8,6 +8,7 @@
  *   libgreen.wsgi.options() -> [dict, ...]                    (options.c)
  *   libgreen.wsgi.FileWrapper                                 (filewrapper.c)
  *   libgreen.GunicornWorker, made on first use   (lazy.c, gunicorn.py)
+ *   libgreen._cli_main() -> exit status   the `libgreen` command (cli.py)
  *
  * Shaped like eventlet's API so its deployment docs carry over. Python
  * code runs in green threads (spawn, requests) each with its own thread
@@ -22,6 +23,29 @@ static const unsigned char srv_listen_py[] = {
 #include "server/listen.py.inc"
     0};
 
+/* The `libgreen` command's Python modules, libgreen.<name>: compiled
+ * only when the command runs, so `import libgreen` stays cheap. In
+ * dependency order. */
+static const unsigned char srv_appload_py[] = {
+#include "server/appload.py.inc"
+    0};
+static const unsigned char srv_workers_py[] = {
+#include "server/workers.py.inc"
+    0};
+static const unsigned char srv_cli_py[] = {
+#include "server/cli.py.inc"
+    0};
+static const struct {
+    const char *name;
+    const unsigned char *source;
+} srv_cli_modules[] = {
+    {"appload", srv_appload_py},
+    {"workers", srv_workers_py},
+    {"cli", srv_cli_py},
+};
+
+static PyObject *srv_cli_main(PyObject *self, PyObject *unused);
+
 static PyMethodDef mod_methods[] = {
     {"spawn", (PyCFunction)(void (*)(void))srv_spawn, METH_VARARGS | METH_KEYWORDS,
      "spawn(fn, *args, **kw) -> GreenThread: run fn in a new green thread"},
@@ -32,6 +56,9 @@ static PyMethodDef mod_methods[] = {
      "sleep(seconds): park this green thread (or run the hub) for seconds"},
     {"__getattr__", srv_module_getattr, METH_O,
      "the attributes made on first use (PEP 562): GunicornWorker"},
+    {"_cli_main", srv_cli_main, METH_NOARGS,
+     "_cli_main() -> exit status: the `libgreen` command on sys.argv, as "
+     "its launcher runs it"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -58,22 +85,58 @@ static struct PyModuleDef wsgi_def = {
     wsgi_methods, NULL, NULL, NULL, NULL,
 };
 
-/* Runs listen.py in the namespace of module m. */
-static int srv_run_listen_py(PyObject *m)
+/* Runs embedded Python source in the namespace of module m. */
+static int srv_run_source(PyObject *m, const unsigned char *source,
+                          const char *filename)
 {
     PyObject *dict = PyModule_GetDict(m); /* borrowed */
     PyObject *code, *ret;
 
     if (PyDict_SetItemString(dict, "__builtins__", PyEval_GetBuiltins()) < 0)
         return -1;
-    code = Py_CompileString((const char *)srv_listen_py, "<libgreen server/listen.py>",
-                            Py_file_input);
+    code = Py_CompileString((const char *)source, filename, Py_file_input);
     if (!code)
         return -1;
     ret = PyEval_EvalCode(code, dict, dict);
     Py_DECREF(code);
     Py_XDECREF(ret);
     return ret ? 0 : -1;
+}
+
+/* libgreen.<name> from embedded source, in sys.modules as an imported
+ * module would be (borrowed reference). */
+static PyObject *srv_load_submodule(PyObject *pkg, const char *name,
+                                    const unsigned char *source)
+{
+    char full[64], filename[96];
+    PyObject *m;
+
+    snprintf(full, sizeof full, "libgreen.%s", name);
+    m = PyDict_GetItemString(PyImport_GetModuleDict(), full);
+    if (m)
+        return m;
+    snprintf(filename, sizeof filename, "<libgreen server/%s.py>", name);
+    m = PyImport_AddModule(full); /* borrowed, kept by sys.modules */
+    if (!m || PyModule_AddStringConstant(m, "__package__", "libgreen") < 0 ||
+        srv_run_source(m, source, filename) < 0 ||
+        PyModule_AddObjectRef(pkg, name, m) < 0) {
+        PyDict_DelItemString(PyImport_GetModuleDict(), full);
+        return NULL;
+    }
+    return m;
+}
+
+static PyObject *srv_cli_main(PyObject *self, PyObject *unused)
+{
+    PyObject *cli = NULL;
+
+    for (size_t i = 0; i < sizeof srv_cli_modules / sizeof *srv_cli_modules; i++) {
+        cli = srv_load_submodule(self, srv_cli_modules[i].name,
+                                 srv_cli_modules[i].source);
+        if (!cli)
+            return NULL;
+    }
+    return PyObject_CallMethod(cli, "main", NULL);
 }
 
 __attribute__((visibility("default"))) PyObject *PyInit_libgreen(void);
@@ -98,7 +161,7 @@ PyObject *PyInit_libgreen(void)
         PyModule_AddObjectRef(m, "wsgi", wsgi) < 0 ||
         PyModule_AddObject(m, "__path__", PyList_New(0)) < 0 ||
         PyDict_SetItemString(PyImport_GetModuleDict(), "libgreen.wsgi", wsgi) < 0 ||
-        srv_run_listen_py(m) < 0)
+        srv_run_source(m, srv_listen_py, "<libgreen server/listen.py>") < 0)
         goto error;
     Py_DECREF(wsgi);
     return m;

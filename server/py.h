@@ -106,14 +106,26 @@ SRV_HIDDEN const char *srv_wsgi_server_doc(void);
 struct srv_conn;
 struct srv_alog;
 struct srv_fwd;
+struct srv_server;
+
+/* One listening socket; server() takes one or several (accept.c). */
+struct srv_listener {
+    struct srv_server *srv;
+    int fd;
+    int fl;                      /* its file status flags before the run */
+    ev_io w;                     /* accepts, unless the server pauses */
+    PyObject *base_environ;      /* constant keys, copied per request */
+    char host[256];              /* SERVER_NAME as bound */
+    char port[16];               /* SERVER_PORT */
+    char url[300];               /* for the start-up line */
+};
 
 struct srv_server {
     PyObject *app;
-    PyObject *base_environ;      /* constant keys, copied per request */
     PyInterpreterState *interp;
     struct srv_options opt;
-    int fd;                      /* listening socket */
-    ev_io accept_w;
+    struct srv_listener *listeners;
+    size_t nlisteners;
     struct ev_loop *loop;
     struct hub *hub;
     size_t active;               /* requests being handled */
@@ -135,10 +147,6 @@ struct srv_server {
     PyThreadState *main_ts;      /* the caller's, while the hub runs */
     struct srv_header *scratch;  /* header array for the hub's parses */
     size_t nscratch;
-    char host[256];              /* SERVER_NAME as bound */
-    char port[16];               /* SERVER_PORT */
-    char url[300];               /* for the start-up line */
-    int unix_socket;
 };
 
 /* SRV_QUEUED: a whole request head is buffered but max_size requests
@@ -147,6 +155,7 @@ enum srv_conn_state { SRV_READING, SRV_QUEUED, SRV_BUSY, SRV_CLOSED };
 
 struct srv_conn {
     struct srv_server *srv;
+    const struct srv_listener *lst; /* the socket it came in on */
     int fd;
     enum srv_conn_state state;
     ev_io io;                    /* readable, while SRV_READING */
@@ -172,7 +181,7 @@ SRV_HIDDEN void srv_accept_update(struct srv_server *srv);
 SRV_HIDDEN void srv_listener_close(struct srv_server *srv);
 
 /* conn.c */
-SRV_HIDDEN void srv_conn_new(struct srv_server *srv, int fd,
+SRV_HIDDEN void srv_conn_new(struct srv_listener *l, int fd,
                              const struct sockaddr_storage *ss);
 SRV_HIDDEN void srv_conn_close(struct srv_conn *c);
 SRV_HIDDEN void srv_conn_resume(struct srv_conn *c);

@@ -203,10 +203,27 @@ static void srv_signals_install(struct srv_server *srv)
 
 /* ---- the serve loop ------------------------------------------------- */
 
+/* The listeners made non-blocking (their flags before that kept in
+ * l->fl), or -1 with OSError set and every flag restored. */
+static int srv_listeners_nonblock(struct srv_server *srv)
+{
+    for (size_t i = 0; i < srv->nlisteners; i++) {
+        struct srv_listener *l = &srv->listeners[i];
+        l->fl = fcntl(l->fd, F_GETFL);
+        if (l->fl < 0 || fcntl(l->fd, F_SETFL, l->fl | O_NONBLOCK) < 0) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            while (i--)
+                fcntl(srv->listeners[i].fd, F_SETFL, srv->listeners[i].fl);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* Everything the run needs: the hub, the parse scratch array, the
- * listener made non-blocking (its flags before that in *fl), the accept
- * watcher. Returns 0, or -1 with an exception set. */
-static int srv_setup(struct srv_server *srv, int *fl)
+ * listeners made non-blocking, the accept watchers. Returns 0, or -1
+ * with an exception set. */
+static int srv_setup(struct srv_server *srv)
 {
     srv->hub = G.hub();
     if (!srv->hub) {
@@ -222,9 +239,7 @@ static int srv_setup(struct srv_server *srv, int *fl)
     }
     srv->loop = G.hub_loop(srv->hub);
     srv->interp = PyThreadState_Get()->interp;
-    *fl = fcntl(srv->fd, F_GETFL);
-    if (*fl < 0 || fcntl(srv->fd, F_SETFL, *fl | O_NONBLOCK) < 0) {
-        PyErr_SetFromErrno(PyExc_OSError);
+    if (srv_listeners_nonblock(srv) < 0) {
         PyMem_RawFree(srv->scratch);
         srv->scratch = NULL;
         return -1;
@@ -235,10 +250,11 @@ static int srv_setup(struct srv_server *srv, int *fl)
 
 /* Undoes srv_setup once the hub has stopped running for us, and closes
  * every connection left. */
-static void srv_teardown(struct srv_server *srv, int fl)
+static void srv_teardown(struct srv_server *srv)
 {
     srv_accept_stop(srv);
-    fcntl(srv->fd, F_SETFL, fl);
+    for (size_t i = 0; i < srv->nlisteners; i++)
+        fcntl(srv->listeners[i].fd, F_SETFL, srv->listeners[i].fl);
 
     if (srv->active)
         fprintf(stderr, "(%ld) wsgi exiting: %zu request(s) still running "
@@ -305,16 +321,18 @@ static void srv_options_close(struct srv_server *srv)
  * (KeyboardInterrupt is taken as a stop request and not re-raised). */
 PyObject *srv_serve(struct srv_server *srv)
 {
-    int fl, rc;
+    int rc;
 
     if (srv_options_open(srv) < 0)
         return NULL;
-    if (srv_setup(srv, &fl) < 0) {
+    if (srv_setup(srv) < 0) {
         srv_options_close(srv);
         return NULL;
     }
     srv_signals_install(srv);
-    fprintf(stderr, "(%ld) wsgi starting up on %s\n", (long)getpid(), srv->url);
+    for (size_t i = 0; i < srv->nlisteners; i++)
+        fprintf(stderr, "(%ld) wsgi starting up on %s\n", (long)getpid(),
+                srv->listeners[i].url);
 
     srv->main_ts = PyEval_SaveThread();
     rc = G.hub_run_until(srv_done, srv, -1, srv_tick, SRV_SIGNAL_PERIOD);
@@ -324,7 +342,7 @@ PyObject *srv_serve(struct srv_server *srv)
         srv_tstate_drain(); /* abandoned requests may still hold some */
 
     srv_signals_restore();
-    srv_teardown(srv, fl);
+    srv_teardown(srv);
     srv_options_close(srv);
     return srv_result(srv, rc);
 }

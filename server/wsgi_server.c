@@ -1,5 +1,8 @@
 /* server/wsgi_server.c - libgreen.wsgi.server(sock, app, **options): from
  * Python's arguments to a struct srv_server, then serve (server/serve.c).
+ * sock is one listening socket or a list or tuple of them (the `libgreen`
+ * command's several --bind); each gets its own SERVER_NAME and
+ * SERVER_PORT.
  *
  * The options are not spelled out here: they come from the table of
  * server/options.def (converted and checked by server/options.c), and
@@ -11,9 +14,10 @@
 #include "server/py.h"
 
 static const char srv_server_summary[] =
-    "Serve the WSGI app on the listening socket until SIGINT or SIGTERM,\n"
-    "then close the listening socket (new connections are refused), finish\n"
-    "the requests in progress (up to graceful_timeout seconds) and return.";
+    "Serve the WSGI app on the listening socket (or list of sockets) until\n"
+    "SIGINT or SIGTERM, then close the listening sockets (new connections\n"
+    "are refused), finish the requests in progress (up to graceful_timeout\n"
+    "seconds) and return.";
 
 const char *srv_wsgi_server_doc(void)
 {
@@ -75,15 +79,15 @@ static int srv_server_args(PyObject *args, PyObject *kw, PyObject **sock,
 
 /* The listening fd, and SERVER_NAME, SERVER_PORT and the start-up URL
  * from the address the socket is bound to. */
-static int srv_server_address(struct srv_server *srv, PyObject *sock)
+static int srv_listener_address(struct srv_listener *l, PyObject *sock)
 {
     PyObject *fileno = PyObject_CallMethod(sock, "fileno", NULL), *name;
 
     if (!fileno)
         return -1;
-    srv->fd = (int)PyLong_AsLong(fileno);
+    l->fd = (int)PyLong_AsLong(fileno);
     Py_DECREF(fileno);
-    if (srv->fd < 0) {
+    if (l->fd < 0) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_ValueError, "the socket is closed");
         return -1;
@@ -96,26 +100,27 @@ static int srv_server_address(struct srv_server *srv, PyObject *sock)
                                             : PyUnicode_DecodeFSDefaultAndSize(
                                                   PyBytes_AS_STRING(name),
                                                   PyBytes_GET_SIZE(name));
-        srv->unix_socket = 1;
-        snprintf(srv->host, sizeof srv->host, "%s", s ? PyUnicode_AsUTF8(s) : "");
+        snprintf(l->host, sizeof l->host, "%s", s ? PyUnicode_AsUTF8(s) : "");
         Py_XDECREF(s);
-        snprintf(srv->port, sizeof srv->port, "%s", "");
-        snprintf(srv->url, sizeof srv->url, "unix:%s", srv->host);
+        snprintf(l->port, sizeof l->port, "%s", "");
+        snprintf(l->url, sizeof l->url, "unix:%s", l->host);
     } else if (PyTuple_Check(name) && PyTuple_GET_SIZE(name) >= 2) {
         const char *h = PyUnicode_AsUTF8(PyTuple_GET_ITEM(name, 0));
         long p = PyLong_AsLong(PyTuple_GET_ITEM(name, 1));
-        snprintf(srv->host, sizeof srv->host, "%s", h ? h : "");
-        snprintf(srv->port, sizeof srv->port, "%ld", p);
-        snprintf(srv->url, sizeof srv->url,
-                 strchr(srv->host, ':') ? "http://[%s]:%s" : "http://%s:%s",
-                 srv->host, srv->port);
+        snprintf(l->host, sizeof l->host, "%s", h ? h : "");
+        snprintf(l->port, sizeof l->port, "%ld", p);
+        snprintf(l->url, sizeof l->url,
+                 strchr(l->host, ':') ? "http://[%s]:%s" : "http://%s:%s",
+                 l->host, l->port);
     }
     Py_DECREF(name);
     return PyErr_Occurred() ? -1 : 0;
 }
 
-/* The keys every request's environ starts from (new reference). */
-static PyObject *srv_server_environ(const struct srv_server *srv)
+/* The keys every request's environ on listener l starts from (new
+ * reference). */
+static PyObject *srv_listener_environ(const struct srv_server *srv,
+                                      const struct srv_listener *l)
 {
     PyObject *stderr_obj, *env = Py_BuildValue(
         "{s:(ii),s:s,s:O,s:O,s:O,s:O,s:O,s:s,s:s,s:s,s:s}", "wsgi.version", 1, 0,
@@ -123,7 +128,7 @@ static PyObject *srv_server_environ(const struct srv_server *srv)
         "wsgi.multiprocess", Py_False, "wsgi.run_once", Py_False,
         "wsgi.input_terminated", Py_True, "wsgi.file_wrapper",
         (PyObject *)&srv_filewrapper_type, "SCRIPT_NAME", "", "SERVER_NAME",
-        srv->host, "SERVER_PORT", srv->port, "SERVER_SOFTWARE", "libgreen");
+        l->host, "SERVER_PORT", l->port, "SERVER_SOFTWARE", "libgreen");
 
     if (!env)
         return NULL;
@@ -132,6 +137,50 @@ static PyObject *srv_server_environ(const struct srv_server *srv)
         (srv->opt.environ && PyDict_Update(env, srv->opt.environ) < 0))
         Py_CLEAR(env);
     return env;
+}
+
+static void srv_listeners_free(struct srv_server *srv)
+{
+    for (size_t i = 0; i < srv->nlisteners; i++)
+        Py_XDECREF(srv->listeners[i].base_environ);
+    PyMem_Free(srv->listeners);
+    srv->listeners = NULL;
+    srv->nlisteners = 0;
+}
+
+/* srv->listeners from sock: one socket, or a list or tuple of them. */
+static int srv_listeners_new(struct srv_server *srv, PyObject *sock)
+{
+    int many = PyList_Check(sock) || PyTuple_Check(sock);
+    PyObject *seq = many ? PySequence_Fast(sock, "") : NULL;
+    Py_ssize_t n = many ? (seq ? PySequence_Fast_GET_SIZE(seq) : -1) : 1;
+
+    if (n <= 0) {
+        if (n == 0)
+            PyErr_SetString(PyExc_ValueError, "libgreen.wsgi.server(): the list "
+                            "of listening sockets is empty");
+        Py_XDECREF(seq);
+        return -1;
+    }
+    srv->listeners = PyMem_Calloc((size_t)n, sizeof *srv->listeners);
+    if (!srv->listeners) {
+        Py_XDECREF(seq);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        struct srv_listener *l = &srv->listeners[i];
+        srv->nlisteners++;
+        l->srv = srv;
+        if (srv_listener_address(l, many ? PySequence_Fast_GET_ITEM(seq, i) : sock) < 0 ||
+            !(l->base_environ = srv_listener_environ(srv, l))) {
+            Py_XDECREF(seq);
+            srv_listeners_free(srv);
+            return -1;
+        }
+    }
+    Py_XDECREF(seq);
+    return 0;
 }
 
 PyObject *srv_wsgi_server(PyObject *self, PyObject *args, PyObject *kw)
@@ -146,14 +195,11 @@ PyObject *srv_wsgi_server(PyObject *self, PyObject *args, PyObject *kw)
         PyErr_SetString(PyExc_TypeError, "app must be a WSGI callable");
         return NULL;
     }
-    if (srv_options_set(given, &srv.opt) < 0 || srv_server_address(&srv, sock) < 0)
-        return NULL;
-    srv.base_environ = srv_server_environ(&srv);
-    if (!srv.base_environ)
+    if (srv_options_set(given, &srv.opt) < 0 || srv_listeners_new(&srv, sock) < 0)
         return NULL;
     srv.app = Py_NewRef(app);
     ret = srv_serve(&srv);
     Py_DECREF(srv.app);
-    Py_DECREF(srv.base_environ);
+    srv_listeners_free(&srv);
     return ret;
 }

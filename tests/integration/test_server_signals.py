@@ -88,6 +88,25 @@ def test_idle_server_stops_at_once(server):
     assert srv.stdout.strip() == "returned"
 
 
+def test_request_on_its_way_at_stop_is_served(server):
+    """A connection accepted before the stop whose request arrives just
+    after it is served (with Connection: close), not reset: its client
+    could not know. That is what lets a worker be replaced without one
+    failed request."""
+    srv = server(APP, {"graceful_timeout": 10})
+    with cf.ThreadPoolExecutor(1) as ex, srv.raw() as c:
+        inflight = ex.submit(fetch, srv, "/inflight?1")
+        wait_record(srv, "start /inflight")
+        srv.kill(signal.SIGTERM)
+        assert srv.wait_output(r"wsgi stopping", timeout=3)
+        c.send("GET /late HTTP/1.1\r\nHost: x\r\n\r\n")
+        code, h, body, _ = c.response()
+        assert (code, body) == (200, b"finished /late")
+        assert h["connection"].lower() == "close"
+        assert inflight.result()[0] == 200
+    assert srv.wait(timeout=5) == 0
+
+
 def test_graceful_timeout_abandons_long_request(server):
     srv = server(APP, {"graceful_timeout": 0.5})
     with cf.ThreadPoolExecutor(1) as ex:
