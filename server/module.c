@@ -117,10 +117,15 @@ static PyObject *srv_load_submodule(PyObject *pkg, const char *name,
         return m;
     snprintf(filename, sizeof filename, "<libgreen server/%s.py>", name);
     m = PyImport_AddModule(full); /* borrowed, kept by sys.modules */
-    if (!m || PyModule_AddStringConstant(m, "__package__", "libgreen") < 0 ||
+    if (!m)
+        return NULL;
+    if (PyModule_AddStringConstant(m, "__package__", "libgreen") < 0 ||
         srv_run_source(m, source, filename) < 0 ||
         PyModule_AddObjectRef(pkg, name, m) < 0) {
-        PyDict_DelItemString(PyImport_GetModuleDict(), full);
+        PyObject *exc = srv_fetch_exc(); /* a half-made module goes */
+        if (PyDict_DelItemString(PyImport_GetModuleDict(), full) < 0)
+            PyErr_Clear();
+        srv_restore_exc(exc);
         return NULL;
     }
     return m;

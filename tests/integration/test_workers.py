@@ -243,6 +243,27 @@ def test_reload_picks_up_new_code_and_survives_a_broken_one(libgreen, tmp_path):
     assert cmd.proc.poll() is None
 
 
+def test_workers_end_with_the_master(libgreen, tmp_path):
+    """A master killed outright (kill -9) takes its workers with it
+    (they get SIGTERM from the kernel and stop gracefully): none is left
+    serving out of anyone's control."""
+    cmd, addr = start(libgreen, tmp_path, HELLO, workers=2)
+    workers = cmd.worker_pids()
+    subprocess.run(["kill", "-9", str(cmd.pid)], check=True)
+    cmd.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    for pid in workers:
+        while True:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    if f.read().split(") ", 1)[1].startswith("Z"):
+                        break
+            except FileNotFoundError:
+                break
+            assert time.monotonic() < deadline, f"worker {pid} outlived its master"
+            time.sleep(0.02)
+
+
 def test_ttin_ttou(libgreen, tmp_path):
     cmd, addr = start(libgreen, tmp_path, HELLO, workers=2)
     cmd.send(signal.SIGTTIN)
