@@ -231,8 +231,10 @@ static inline int green_ident_is_ours(uintptr_t id)
 /* Gives g (a green thread of the calling OS thread's hub, or NULL for
  * nobody) the main role while the main context waits for it: inside g,
  * pthread_self() is the main context's own, and green_signal_note ends
- * g's interruptible park with EINTR. Returns the previous holder, to give
- * the role back when the wait ends. Hub context only. Does not switch. */
+ * g's interruptible park with EINTR. A g that already asked for its own
+ * identity (green_ident) keeps it: nobody gets the role then. Returns
+ * the previous holder, to give the role back when the wait ends. Hub
+ * context only. Does not switch. */
 GREEN_API struct green *green_set_main(struct green *g);
 
 /* Nonzero if g holds the main role. Any OS thread. */

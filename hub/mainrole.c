@@ -9,6 +9,8 @@
  * with EINTR, as the kernel would end the main program's blocking call.
  * One green thread in the process holds the role at a time; the holder
  * before it comes back when the wait ends (green_set_main returns it).
+ * Only a green thread that has not yet asked for its own identity can
+ * take the role: one that has may own RLocks under it, and must keep it.
  *
  * Signals arrive on any OS thread, in async-signal context: the preload's
  * trampoline (preload/signal.c) calls green_signal_note, which only sets
@@ -70,8 +72,11 @@ struct green *green_set_main(struct green *g)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     struct green *prev = hub_main_green;
-    struct hub *hub = g ? g->hub : NULL;
+    struct hub *hub;
 
+    if (g && g->ident_slot)
+        g = NULL; /* its identity is in use: it stays its own thread */
+    hub = g ? g->hub : NULL;
     pthread_once(&once, hub_main_atfork_register);
     if (hub != hub_main_hub) {
         if (hub_main_hub)
