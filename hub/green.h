@@ -232,10 +232,11 @@ static inline int green_ident_is_ours(uintptr_t id)
  * nobody) the main role while the main context waits for it: inside g,
  * pthread_self() is the main context's own, and green_signal_note ends
  * g's interruptible park with EINTR. A g that already asked for its own
- * identity (green_ident) keeps it: nobody gets the role then. Returns
- * the previous holder, to give the role back when the wait ends. Hub
- * context only. Does not switch. */
-GREEN_API struct green *green_set_main(struct green *g);
+ * identity (green_ident) keeps it: nobody gets the role then. *prev (if
+ * not NULL) gets the previous holder, to give the role back when the
+ * wait ends. Returns 1 if g holds the role now, else 0. Hub context
+ * only. Does not switch. */
+GREEN_API int green_set_main(struct green *g, struct green **prev);
 
 /* Nonzero if g holds the main role. Any OS thread. */
 GREEN_API int green_is_main(const struct green *g);

@@ -8,7 +8,7 @@
  * handler was installed without SA_RESTART ends G's interruptible park
  * with EINTR, as the kernel would end the main program's blocking call.
  * One green thread in the process holds the role at a time; the holder
- * before it comes back when the wait ends (green_set_main returns it).
+ * before it comes back when the wait ends (green_set_main gives it).
  * Only a green thread that has not yet asked for its own identity can
  * take the role: one that has may own RLocks under it, and must keep it.
  *
@@ -68,12 +68,13 @@ static void hub_main_atfork_register(void)
     pthread_atfork(NULL, NULL, hub_main_atfork_child);
 }
 
-struct green *green_set_main(struct green *g)
+int green_set_main(struct green *g, struct green **prev)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
-    struct green *prev = hub_main_green;
     struct hub *hub;
 
+    if (prev)
+        *prev = hub_main_green;
     if (g && g->ident_slot)
         g = NULL; /* its identity is in use: it stays its own thread */
     hub = g ? g->hub : NULL;
@@ -85,7 +86,7 @@ struct green *green_set_main(struct green *g)
             hub_main_watch(hub, 1);
     }
     __atomic_store_n(&hub_main_green, g, __ATOMIC_RELEASE);
-    return prev;
+    return g != NULL;
 }
 
 int green_is_main(const struct green *g)

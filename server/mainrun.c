@@ -68,7 +68,9 @@ static int srv_on_main_os_thread(void)
 }
 
 /* srv_main_run, with heir (if not NULL, and the caller is the main OS
- * thread) holding the main role until the wait ends. */
+ * thread) holding the main role until the wait ends - unless it already
+ * uses an identity of its own (green_set_main): then the tick runs the
+ * handlers here, as for any wait. */
 int srv_main_run_heir(int (*done)(void *), void *arg, double timeout,
                       struct green *heir)
 {
@@ -76,16 +78,15 @@ int srv_main_run_heir(int (*done)(void *), void *arg, double timeout,
     struct green *prev = NULL;
     int rc, err;
 
-    mr.heir = heir && srv_on_main_os_thread();
-    if (mr.heir)
-        prev = G.set_main(heir);
+    if (heir && srv_on_main_os_thread())
+        mr.heir = G.set_main(heir, &prev);
     mr.ts = PyEval_SaveThread();
     rc = G.hub_run_until(srv_main_done, &mr, timeout, srv_main_tick,
                          SRV_SIGNAL_PERIOD);
     err = errno;
     PyEval_RestoreThread(mr.ts);
     if (mr.heir)
-        G.set_main(prev);
+        G.set_main(prev, NULL);
     if (mr.exc) {
         srv_restore_exc(mr.exc);
         return -1;

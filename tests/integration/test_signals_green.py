@@ -178,3 +178,29 @@ def test_requests_are_never_the_main_thread(server):
     status, _, body = srv.request("GET", "/")
     assert status == 200
     assert body == b"main=False signal=no"
+
+
+def test_wait_for_a_running_green_thread_keeps_signals_in_main():
+    # g ran (and used its identity) before the wait: it stays its own
+    # thread, so the main program's wait runs the handler, as any wait
+    out = run('''
+        signal.signal(signal.SIGALRM, raise_alarm)
+        def fn():
+            ident = threading.get_ident()
+            for _ in range(20):
+                time.sleep(0.05)
+            return ident
+        g = libgreen.spawn(fn)
+        libgreen.sleep(0.01)
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        t0 = time.monotonic()
+        try:
+            g.wait()
+            r = {"raised": False}
+        except Alarm:
+            r = {"raised": True, "took": time.monotonic() - t0}
+        r["main_ident_in_g"] = g.wait() == threading.get_ident()
+        print(json.dumps(r))
+    ''')
+    assert out["raised"] and out["took"] < 2.0, out
+    assert not out["main_ident_in_g"]

@@ -148,14 +148,17 @@ static void read_with_signal(int flags, int main_role, struct parked_read *out)
     g = green_spawn(read_fn, &p, NULL);
     CHECK(g != NULL);
     if (main_role)
-        prev = green_set_main(g);
+        CHECK(green_set_main(g, &prev) == 1);
     k.target = pthread_self();
     k.wfd = fds[1];
     plain_hits = 0;
     CHECK(pthread_create(&t, NULL, kick, &k) == 0);
     CHECK(green_join(g, 5) == 0);
-    if (main_role)
-        CHECK(green_set_main(prev) == NULL); /* gave the role up at its end */
+    if (main_role) {
+        struct green *left;
+        green_set_main(prev, &left);
+        CHECK(left == NULL); /* it gave the role up when it ended */
+    }
     pthread_join(t, NULL);
     CHECK(plain_hits == 1);
     close(fds[0]);
