@@ -39,11 +39,11 @@ LDLIBS := -lev -lm -ldl -pthread
 BUILD_ID := $(shell sha256sum $(sort $(wildcard hub/* preload/* server/*)) | \
                     sha256sum | cut -c1-16)
 
-HUB_SRCS := hub/hub.c hub/stack.c hub/wait.c hub/ident.c hub/ctx_x86_64.S
+HUB_SRCS := hub/hub.c hub/stack.c hub/wait.c hub/ident.c hub/mainrole.c hub/ctx_x86_64.S
 PRELOAD_SRCS := preload/real.c preload/fdtab.c preload/io.c preload/sock.c \
                 preload/poll.c preload/sleep.c preload/fd.c preload/sem.c \
                 preload/thread.c preload/resolve.c \
-                preload/child.c
+                preload/child.c preload/signal.c
 PARSER_SRCS := server/http_parse.c
 BOOT_SRCS := preload/boot.c
 PYSERVER_SRCS := server/api.c server/module.c server/greenthread.c server/mainrun.c \

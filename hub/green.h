@@ -226,6 +226,26 @@ static inline int green_ident_is_ours(uintptr_t id)
     return (id >> 48) == 0xFFFF;
 }
 
+/* ---- the main program's continuation (hub/mainrole.c) --------------- */
+
+/* Gives g (a green thread of the calling OS thread's hub, or NULL for
+ * nobody) the main role while the main context waits for it: inside g,
+ * pthread_self() is the main context's own, and green_signal_note ends
+ * g's interruptible park with EINTR. A g that already asked for its own
+ * identity (green_ident) keeps it: nobody gets the role then. *prev (if
+ * not NULL) gets the previous holder, to give the role back when the
+ * wait ends. Returns 1 if g holds the role now, else 0. Hub context
+ * only. Does not switch. */
+GREEN_API int green_set_main(struct green *g, struct green **prev);
+
+/* Nonzero if g holds the main role. Any OS thread. */
+GREEN_API int green_is_main(const struct green *g);
+
+/* A signal handler installed without SA_RESTART just ran: the holder of
+ * the main role, if parked interruptibly, is woken with EINTR soon, in
+ * its hub's context. Async-signal safe, any OS thread. */
+GREEN_API void green_signal_note(void);
+
 /* ---- hooks for the layer above --------------------------------------- */
 
 /* Called around every park of a green thread. The server uses them to

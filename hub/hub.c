@@ -181,6 +181,7 @@ static void hub_run_ready(struct hub *hub)
         hub_switch_in(hub, g);
         if (g->state == G_DONE) {
             hub_ident_release(hub, g);
+            hub_main_release(g);
             hub_stack_put(hub, g->stack_lo, g->stack_size);
             g->stack_lo = NULL;
             if (g->detached)

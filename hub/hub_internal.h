@@ -142,6 +142,9 @@ HIDDEN void hub_ident_atfork_prepare(void);
 HIDDEN void hub_ident_atfork_parent(void);
 HIDDEN void hub_ident_atfork_child(void);
 
+/* mainrole.c */
+HIDDEN void hub_main_release(struct green *g);
+
 /* wait.c */
 HIDDEN void hub_disarm(struct green *g);
 

@@ -17,6 +17,11 @@
  * in its code as the main context of its only OS thread (hard rule 6), so
  * that context keeps the green thread's identity - which still maps to
  * the child's OS thread (hub/ident.c) - and so does any child it forks.
+ *
+ * The green thread that holds the main role (hub/mainrole.c: the one the
+ * main context waits for) is the main program's continuation, so it gets
+ * what the main context gets: Python then lets it install signal
+ * handlers and runs them in it (docs/DESIGN.md, "The main thread").
  */
 #include <pthread.h>
 #include <sched.h>
@@ -36,7 +41,7 @@ static void pl_self_fork_prepare(void)
 {
     struct green *g = green_current();
 
-    pl_fork_ident = g ? green_ident(g) : pl_tls_kept_ident;
+    pl_fork_ident = g && !green_is_main(g) ? green_ident(g) : pl_tls_kept_ident;
 }
 
 static void pl_self_fork_child(void) { pl_tls_kept_ident = pl_fork_ident; }
@@ -63,7 +68,7 @@ PL_EXPORT pthread_t pthread_self(void)
 {
     struct green *g = green_current();
 
-    if (pl_likely(!g) || pl_disabled) {
+    if (pl_likely(!g) || pl_disabled || pl_unlikely(green_is_main(g))) {
         if (pl_unlikely(pl_tls_kept_ident))
             return (pthread_t)pl_tls_kept_ident;
         return REAL(pthread_self)();

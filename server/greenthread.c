@@ -4,7 +4,8 @@
  * A spawned function runs in a green thread of its own with a Python
  * thread state of its own (server/tstate.c). Waiting for it, or
  * sleeping, parks the calling green thread; from the main program it
- * runs the hub instead (server/mainrun.c).
+ * runs the hub instead (server/mainrun.c), and the green thread waited
+ * for is then the main thread to Python.
  */
 #include <errno.h>
 
@@ -60,6 +61,7 @@ struct srv_gt {
     PyObject *fn, *args, *kwargs;
     PyObject *result, *exc;
     PyInterpreterState *interp;
+    struct green *g;     /* valid until done (detached: freed after) */
     struct green_wq waiters;
     int done;
 };
@@ -114,6 +116,7 @@ PyObject *srv_spawn(PyObject *self, PyObject *args, PyObject *kwargs)
     gt->interp = PyThreadState_Get()->interp;
     gt->waiters.head = gt->waiters.tail = NULL;
     gt->done = 0;
+    gt->g = NULL;
     if (!gt->args || (kwargs && !gt->kwargs)) {
         Py_DECREF(gt);
         return NULL;
@@ -124,6 +127,7 @@ PyObject *srv_spawn(PyObject *self, PyObject *args, PyObject *kwargs)
         return PyErr_SetFromErrno(PyExc_OSError);
     }
     G.detach(g);
+    gt->g = g;
     Py_INCREF(gt); /* held by the green thread until it finishes */
     return (PyObject *)gt;
 }
@@ -146,7 +150,8 @@ static PyObject *srv_gt_wait(PyObject *self, PyObject *args, PyObject *kw)
             return NULL;
     }
     if (!gt->done && !G.current()) {
-        if (srv_main_run(srv_gt_is_done, gt, timeout) < 0)
+        /* it goes on with the main program meanwhile: the main role */
+        if (srv_main_run_heir(srv_gt_is_done, gt, timeout, gt->g) < 0)
             return NULL;
     } else if (!gt->done) {
         Py_BEGIN_ALLOW_THREADS

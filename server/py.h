@@ -87,6 +87,8 @@ SRV_HIDDEN PyObject *srv_options_list(PyObject *self, PyObject *unused);
 
 /* mainrun.c */
 SRV_HIDDEN int srv_main_run(int (*done)(void *), void *arg, double timeout);
+SRV_HIDDEN int srv_main_run_heir(int (*done)(void *), void *arg, double timeout,
+                                 struct green *heir);
 
 /* greenthread.c */
 SRV_HIDDEN extern PyTypeObject srv_gt_type;
