@@ -329,3 +329,17 @@ def test_found_lazily_by_gunicorns_loader(tmp_path):
     assert r.returncode == 0, r.stderr.decode()
     assert r.stdout.decode().split() == ["False", "True", "True",
                                          "libgreen.gunicorn"]
+
+
+def test_unsupported_access_log_atom_prints_dash(gunicorn):
+    """As gunicorn prints '-' for an atom it has no value for, so does the
+    worker for one libgreen does not write (response headers), with a
+    warning instead of a worker that cannot boot."""
+    g = gunicorn("--access-logfile", "-", "--access-logformat",
+                 "%(h)s %({X-Resp}o)s %(s)s %({X-Req}i)s")
+    conn = http.client.HTTPConnection("127.0.0.1", g.port, timeout=10)
+    conn.request("GET", "/", headers={"X-Req": "r1"})
+    assert conn.getresponse().status == 200
+    conn.close()
+    assert g.wait_output(r"^127\.0\.0\.1 - 200 r1$")
+    assert "the access log atom %({X-Resp}o)s is not supported" in g.output
