@@ -77,7 +77,7 @@ PRELOAD_TESTS := $(patsubst tests/preload/%.c,$(B)/tests/preload/%,$(wildcard te
 SERVER_TESTS := $(patsubst tests/server/%.c,$(B)/tests/server/%,$(wildcard tests/server/test_*.c))
 UNIT_TESTS := $(HUB_TESTS) $(PRELOAD_TESTS) $(SERVER_TESTS)
 
-.PHONY: all help deps test unit asan integration matrix regrtest bench bench-switch \
+.PHONY: all help deps test unit asan integration matrix regrtest bench bench-switch bench-calls \
         bench-parse bench-wsgi bench-memory run fuzz clean options-doc FORCE
 .DEFAULT_GOAL := all
 
@@ -93,6 +93,7 @@ help:
 	@echo "make matrix       the pytest suite under every pyenv Python 3.10-3.13"
 	@echo "make regrtest     CPython's regression tests for the interposed calls, under the preload"
 	@echo "make bench-switch ns per green thread switch"
+	@echo "make bench-calls  ns per interposed call: passed through, ready, parked"
 	@echo "make bench-parse  ns per request head parsed"
 	@echo "make bench-wsgi   req/s against gevent and eventlet (wrk on loopback)"
 	@echo "make bench-memory RSS over a million requests"
@@ -241,6 +242,15 @@ $(B)/bench/%: scripts/bench/%.c $(HUB_OBJS)
 bench-switch: $(B)/bench/bench_switch
 	@$(B)/bench/bench_switch
 
+# links the preload objects too, so its calls are interposed (as the
+# preload unit tests are built)
+$(B)/bench/bench_calls: scripts/bench/bench_calls.c $(HUB_OBJS) $(PRELOAD_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(HUB_OBJS) $(PRELOAD_OBJS) -o $@ $(LDLIBS)
+
+bench-calls: $(B)/bench/bench_calls
+	@$(B)/bench/bench_calls
+
 $(B)/bench/bench_http_parse: scripts/bench/bench_http_parse.c $(PARSER_OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< $(PARSER_OBJS) -o $@
@@ -254,7 +264,7 @@ bench-wsgi: all
 bench-memory: all
 	@scripts/bench/memory-soak
 
-bench: bench-switch bench-parse bench-wsgi
+bench: bench-switch bench-calls bench-parse bench-wsgi
 
 fuzz:
 	@scripts/fuzz-http-parse
