@@ -39,7 +39,8 @@ LDLIBS := -lev -lm -ldl -pthread
 BUILD_ID := $(shell sha256sum $(sort $(wildcard hub/* preload/* server/*)) | \
                     sha256sum | cut -c1-16)
 
-HUB_SRCS := hub/hub.c hub/stack.c hub/wait.c hub/ident.c hub/ctx_x86_64.S
+HUB_SRCS := hub/hub.c hub/stack.c hub/wait.c hub/ident.c hub/ctx_x86_64.S \
+            hub/report.c hub/debug.c hub/dump.c hub/unwind.c hub/watchdog.c
 PRELOAD_SRCS := preload/real.c preload/fdtab.c preload/io.c preload/sock.c \
                 preload/poll.c preload/sleep.c preload/fd.c preload/sem.c \
                 preload/thread.c preload/resolve.c \
@@ -51,7 +52,8 @@ PYSERVER_SRCS := server/api.c server/module.c server/greenthread.c server/mainru
                  server/serve.c server/request.c server/environ.c server/response.c \
                  server/input.c server/filewrapper.c server/log.c \
                  server/park_hooks.c server/tstate.c server/http_parse.c \
-                 server/accept.c server/conn.c server/send.c
+                 server/accept.c server/conn.c server/send.c \
+                 server/debug.c server/pytrace.c
 
 # The Python side is built once per interpreter found: Debian's python3
 # and every pyenv 3.10-3.13 build with headers. XY = major, minor.

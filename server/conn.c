@@ -30,6 +30,7 @@
 #include <arpa/inet.h>
 #include <unistd.h>
 
+#include "server/debug.h"
 #include "server/py.h"
 
 #define SRV_BUF_INIT 8192
@@ -136,6 +137,7 @@ void srv_conn_close(struct srv_conn *c)
     close(c->fd);
     PyMem_RawFree(c->buf);
     PyMem_RawFree(c);
+    srv_dbg_conns--;
 }
 
 /* A stop began: idle connections close, queued requests (never started)
@@ -338,6 +340,7 @@ void srv_conn_new(struct srv_server *srv, int fd, const struct sockaddr_storage 
         close(fd);
         return;
     }
+    srv_dbg_conns++;
     c->srv = srv;
     c->fd = fd;
     c->state = SRV_READING;

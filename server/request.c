@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "server/debug.h"
 #include "server/py.h"
 #include "server/response.h"
 
@@ -216,8 +217,11 @@ static void srv_run_app(struct srv_resp *r, const struct srv_request *req,
     srv_call_end(&call);
 }
 
-/* Serves one parsed request. Returns 1 to keep the connection. */
-static int srv_handle(struct srv_conn *c, struct srv_request *req, size_t head_len)
+/* Serves one parsed request. Returns 1 to keep the connection. gi (the
+ * green thread's description for debugging reports) names the request
+ * while it is served. */
+static int srv_handle(struct srv_conn *c, struct srv_request *req, size_t head_len,
+                      struct srv_ginfo *gi)
 {
     struct srv_server *srv = c->srv;
     PyObject *input;
@@ -234,6 +238,7 @@ static int srv_handle(struct srv_conn *c, struct srv_request *req, size_t head_l
         return 0;
     }
     srv_line_copy(&line, req);
+    gi->req = &line.req;
     input = srv_input_new(c, req, head_len);
     r = srv_resp_new(c, &line.req);
     if (!input || !r) {
@@ -241,6 +246,7 @@ static int srv_handle(struct srv_conn *c, struct srv_request *req, size_t head_l
         Py_XDECREF((PyObject *)r);
         PyErr_Clear();
         srv_send_error(c, 503, "out of memory");
+        gi->req = NULL;
         return 0;
     }
     /* A chunked body that came with the head and is already malformed
@@ -260,6 +266,7 @@ static int srv_handle(struct srv_conn *c, struct srv_request *req, size_t head_l
     Py_DECREF((PyObject *)r);
     if (PyErr_Occurred())
         PyErr_Clear();
+    gi->req = NULL;
     return keep;
 }
 
@@ -272,6 +279,7 @@ void srv_request_green(void *arg)
     size_t cap = srv->opt.limits.max_headers ? srv->opt.limits.max_headers
                                             : SRV_DEFAULT_MAX_HEADERS;
     struct srv_header *hdrs = PyMem_RawMalloc(cap * sizeof *hdrs);
+    struct srv_ginfo gi = {ts, c, NULL, NULL};
 
     if (!ts || !hdrs) {
         if (ts)
@@ -281,10 +289,11 @@ void srv_request_green(void *arg)
         srv_request_done(srv);
         return;
     }
+    G.set_info(G.current(), &gi);
     PyEval_RestoreThread(ts);
     for (;;) {
         struct srv_request req;
-        int n;
+        int n, keep;
         memset(&req, 0, sizeof req);
         req.headers = hdrs;
         req.nheaders = cap;
@@ -302,7 +311,9 @@ void srv_request_green(void *arg)
             break;
         }
         c->requests++;
-        if (!srv_handle(c, &req, (size_t)n) || srv->stopping) {
+        keep = srv_handle(c, &req, (size_t)n, &gi);
+        srv_dbg_requests++;
+        if (!keep || srv->stopping) {
             srv_conn_close(c);
             break;
         }
@@ -311,7 +322,10 @@ void srv_request_green(void *arg)
             break;
         }
     }
+    gi.c = NULL; /* closed, or the hub's again */
     PyMem_RawFree(hdrs);
     srv_request_done(srv);
+    gi.ts = NULL;
     srv_tstate_put(ts);
+    G.set_info(G.current(), NULL);
 }
