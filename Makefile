@@ -191,14 +191,17 @@ $(B)/tests/server/%: tests/server/%.c $(PARSER_OBJS) tests/check.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP $(MODE_LDFLAGS) $< $(PARSER_OBJS) -o $@ $(LDLIBS)
 
-# The ucontext fallback of hub/ctx.h, built and tested once so it stays alive.
-$(B)/tests/hub/ucontext_switch: tests/hub/test_switch.c $(HUB_SRCS) tests/check.h
+# The ucontext fallback of hub/ctx.h, built and tested once so it stays
+# alive: switching, and unwinding a parked thread's saved context.
+$(B)/tests/hub/ucontext_%: tests/hub/test_%.c $(HUB_SRCS) tests/check.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(MODE_LDFLAGS) -DHUB_CTX_UCONTEXT tests/hub/test_switch.c \
+	$(CC) $(CFLAGS) $(MODE_LDFLAGS) -DHUB_CTX_UCONTEXT $< \
 	    $(filter %.c,$(HUB_SRCS)) -o $@ $(LDLIBS)
 
-unit: $(UNIT_TESTS) $(B)/tests/hub/ucontext_switch $(B)/libgreen.so
-	@scripts/run-unit-tests $(B) $(UNIT_TESTS) $(B)/tests/hub/ucontext_switch
+UCONTEXT_TESTS := $(B)/tests/hub/ucontext_switch $(B)/tests/hub/ucontext_dump
+
+unit: $(UNIT_TESTS) $(UCONTEXT_TESTS) $(B)/libgreen.so
+	@scripts/run-unit-tests $(B) $(UNIT_TESTS) $(UCONTEXT_TESTS)
 
 asan:
 	@$(MAKE) --no-print-directory MODE=asan unit

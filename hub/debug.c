@@ -6,9 +6,10 @@
  * hub_trace_on (hub.c); the scheduler pays one load per round to notice a
  * request from a signal; calls that pass through pay nothing.
  *
- * Set up the first time a hub runs its scheduler (hard rule 12: no
- * thread, fd or signal handler before a hub exists, and none at all for
- * what the environment does not ask for):
+ * Set up when the first hub is made (hard rule 12: no thread, fd or
+ * signal handler before a hub exists, and none at all for what the
+ * environment does not ask for) - before the server prints its start-up
+ * line, so a signal sent as soon as it appears finds its handler:
  *
  *   LIBGREEN_TRACE=1            one line per park, when it ends
  *   LIBGREEN_TRACE_FILE=path    ... there instead of stderr
@@ -34,7 +35,7 @@
  *
  * fork (hard rule 6): the child keeps the toggles and the files, forgets
  * which hub to poke, and sets up again (signal handlers checked, watchdog
- * thread started anew) when its first hub runs.
+ * thread started anew) when its first hub is made.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -228,16 +229,15 @@ static void hub_debug_arm(void)
 
 static void hub_hang_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
-/* The first run of hub's scheduler: its part of the above. */
+/* A new hub (hub.c, green_hub): its part of the above. */
 void hub_debug_start(struct hub *hub)
 {
-    hub->dbg_started = 1;
+    if (!hub_dbg_signal_hub)
+        hub_dbg_signal_hub = hub;
     hub_debug_arm();
     hub->dbg_seen = __atomic_load_n(&hub_dbg_requests, __ATOMIC_ACQUIRE);
     hub->dbg_dumps_seen = __atomic_load_n(&hub_dbg_dumps, __ATOMIC_RELAXED);
     hub->dbg_stats_seen = __atomic_load_n(&hub_dbg_stats, __ATOMIC_RELAXED);
-    if (!hub_dbg_signal_hub)
-        hub_dbg_signal_hub = hub;
     if (hub_hang_s > 0) {
         double period = hub_hang_s / 3;
         period = period < 0.2 ? 0.2 : period > 10 ? 10 : period;
@@ -250,7 +250,7 @@ void hub_debug_start(struct hub *hub)
 
 void hub_debug_stop(struct hub *hub)
 {
-    if (hub->dbg_started && ev_is_active(&hub->hang_timer)) {
+    if (ev_is_active(&hub->hang_timer)) {
         ev_ref(hub->loop);
         ev_timer_stop(hub->loop, &hub->hang_timer);
     }
@@ -358,24 +358,31 @@ static int hub_wait_endable(const struct green *g)
     }
 }
 
+/* Every hub_hang_s / 3 seconds: are all green threads stuck? A hang is
+ * reported once: the report is tied to the set of stuck threads (a hash
+ * of their ids), so another request coming and going does not repeat
+ * it, and a new set of stuck threads is a new hang. */
 static void hub_hang_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct hub *hub = w->data;
     double now = ev_now(loop);
     struct hub_report r;
-    uint64_t n = 0;
+    uint64_t n = 0, others = 0, set = 0;
 
     for (struct green *g = hub->all; g; g = g->all_next) {
         if (hub_wait_endable(g) || now - g->wait.since < hub_hang_s) {
-            hub->hang_reported = 0;
-            return;
+            others++;
+        } else {
+            n++;
+            set = set * 0x100000001b3ull + g->id;
         }
-        n++;
     }
-    if (n == 0 || hub->hang_reported) {
-        hub->hang_reported = n != 0;
+    if (set != hub->hang_set) {
+        hub->hang_set = set;
+        hub->hang_reported = 0;
+    }
+    if (n == 0 || others || hub->hang_reported)
         return;
-    }
     hub->hang_reported = 1;
     hub_report_init(&r, hub_dump_fd);
     hub_report_str(&r, "libgreen: hang: all ");

@@ -328,6 +328,7 @@ struct hub *green_hub(void)
     hub_ident_register(hub);
     hub_tls_hub = hub;
     pthread_setspecific(hub_key, hub);
+    hub_debug_start(hub);
     return hub;
 
 error2:
@@ -395,8 +396,6 @@ int green_hub_run(int (*done)(void *arg), void *arg)
         errno = EPERM;
         return -1;
     }
-    if (unlikely(!hub->dbg_started))
-        hub_debug_start(hub);
     for (;;) {
         hub_run_ready(hub);
         /* a dump or stats line asked for by a signal (hub/debug.c) */

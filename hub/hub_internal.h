@@ -131,8 +131,8 @@ struct hub {
     pid_t tid;                        /* the OS thread's, for tgkill */
     unsigned dbg_seen;                /* requests from signals handled */
     unsigned dbg_dumps_seen, dbg_stats_seen;
-    int dbg_started;                  /* this hub's part is set up */
-    int hang_reported;                /* once per hang */
+    int hang_reported;                /* once per hang: */
+    uint64_t hang_set;                /*   of this set of stuck threads */
     ev_timer hang_timer;
     uint64_t wd_switches;             /* watchdog thread only: last seen */
     double wd_since;                  /*   since when unchanged */
