@@ -390,7 +390,10 @@ static void hub_hang_cb(struct ev_loop *loop, ev_timer *w, int revents)
     hub_report_str(&r, " green thread(s) of process ");
     hub_report_u64(&r, (uint64_t)getpid());
     hub_report_str(&r, " have been parked for at least ");
-    hub_report_secs(&r, hub_hang_s);
+    if (hub_hang_s == (double)(uint64_t)hub_hang_s)
+        hub_report_u64(&r, (uint64_t)hub_hang_s); /* as it was set */
+    else
+        hub_report_secs(&r, hub_hang_s);
     hub_report_str(&r, " s on waits that no fd, timer or other green thread "
                        "can end (locks, queues, joins): a deadlock, unless "
                        "another OS thread releases them. The dump follows "

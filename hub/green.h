@@ -313,7 +313,8 @@ struct green_debug_hooks {
 GREEN_API void green_set_debug_hooks(const struct green_debug_hooks *hooks);
 
 /* Attaches the layer above's description of g (given to the hooks; kept
- * until g ends or it is set again; NULL clears). Does not switch. */
+ * until g ends or it is set again; NULL clears). A NULL g does nothing (a
+ * fork child's green_current()). Does not switch. */
 GREEN_API void green_set_info(struct green *g, void *info);
 
 /* ---- statistics ------------------------------------------------------- */

@@ -187,7 +187,7 @@ int hub_park(struct green *g)
     struct hub *hub = g->hub;
     void *token = NULL;
 
-    g->wait.since = ev_now(hub->loop);
+    g->wait.since = hub->now;
     hub->stats.parks[g->wait.site ? g->wait.site->kind : GREEN_CALL_OTHER]++;
     if (unlikely(hub_trace_on))
         g->wait.trace_t0 = hub_mono_now();
@@ -389,6 +389,7 @@ static void hub_async_cb(struct ev_loop *loop, ev_async *w, int revents)
 int green_hub_run(int (*done)(void *arg), void *arg)
 {
     struct hub *hub = green_hub();
+    int rc;
 
     if (!hub)
         return -1;
@@ -396,6 +397,7 @@ int green_hub_run(int (*done)(void *arg), void *arg)
         errno = EPERM;
         return -1;
     }
+    hub->now = ev_now(hub->loop);
     for (;;) {
         hub_run_ready(hub);
         /* a dump or stats line asked for by a signal (hub/debug.c) */
@@ -412,11 +414,14 @@ int green_hub_run(int (*done)(void *arg), void *arg)
                 continue;
             hub->last_poll = t;
             ev_run(hub->loop, EVRUN_NOWAIT);
+            hub->now = ev_now(hub->loop);
             continue;
         }
         /* Nothing ready: block in epoll until an event or a timer. */
         hub->last_poll = 0;
-        if (!ev_run(hub->loop, EVRUN_ONCE) && !hub->ready_head && !done(arg)) {
+        rc = ev_run(hub->loop, EVRUN_ONCE);
+        hub->now = ev_now(hub->loop);
+        if (!rc && !hub->ready_head && !done(arg)) {
             /* Nothing ready, nothing armed, not done: every green thread
              * waits on something only another green thread could give. */
             errno = EDEADLK;
@@ -562,7 +567,11 @@ void hub_stats_of(const struct hub *hub, struct green_stats *out)
     }
 }
 
-void green_set_info(struct green *g, void *info) { g->info = info; }
+void green_set_info(struct green *g, void *info)
+{
+    if (g)
+        g->info = info;
+}
 
 /* Timeouts arrive as doubles from callers; keep them finite and sane. */
 double hub_clamp_timeout(double timeout)

@@ -110,6 +110,8 @@ struct hub {
 
     struct green *ready_head, *ready_tail;
     double last_poll;                 /* when the loop last polled I/O */
+    double now;                       /* ev_now() after the last ev_run:
+                                         when parks began, for reports */
 
     /* fd -> list of waiters, in chunks of HUB_FD_CHUNK, made on demand */
     struct hub_fdwaiter ***fd_chunks;
@@ -185,14 +187,19 @@ HIDDEN void hub_disarm(struct green *g);
 
 /* Starts g's wait record for a park of kind (enum hub_wait): takes the
  * note the layer above left (green_note), so a park no one named is
- * GREEN_CALL_OTHER, never the name of an earlier call. */
-static inline void hub_wait_begin(struct green *g, int kind, int fd,
-                                  unsigned nfds, int events)
+ * GREEN_CALL_OTHER, never the name of an earlier call. fd waits add
+ * their fd, count and events (only they are read back). */
+static inline void hub_wait_begin(struct green *g, int kind)
 {
     g->wait.site = hub_tls_note.site;
     g->wait.obj = hub_tls_note.obj;
     hub_tls_note.site = NULL;
     g->wait.kind = (unsigned char)kind;
+}
+
+static inline void hub_wait_fds(struct green *g, int fd, unsigned nfds,
+                                int events)
+{
     g->wait.fd = fd;
     g->wait.nfds = nfds;
     g->wait.events = (unsigned char)events;

@@ -99,13 +99,14 @@ static void srv_gt_run(void *arg)
     struct srv_gt *gt = arg;
     PyThreadState *ts = srv_tstate_get(gt->interp);
     struct srv_ginfo gi = {ts, NULL, NULL, "libgreen.spawn()"};
+    struct green *self = G.current(); /* not after a fork: NULL there */
 
     if (!ts) {
         gt->done = 1; /* cannot run without a thread state */
         G.wq_wake_all(&gt->waiters);
         return;
     }
-    G.set_info(G.current(), &gi);
+    G.set_info(self, &gi);
     PyEval_RestoreThread(ts);
     gt->result = PyObject_Call(gt->fn, gt->args, gt->kwargs);
     if (!gt->result) {
@@ -126,7 +127,7 @@ static void srv_gt_run(void *arg)
     Py_DECREF(gt); /* the reference the green thread held */
     gi.ts = NULL;
     srv_tstate_put(ts);
-    G.set_info(G.current(), NULL);
+    G.set_info(self, NULL);
 }
 
 PyObject *srv_spawn(PyObject *self, PyObject *args, PyObject *kwargs)

@@ -280,6 +280,7 @@ void srv_request_green(void *arg)
                                             : SRV_DEFAULT_MAX_HEADERS;
     struct srv_header *hdrs = PyMem_RawMalloc(cap * sizeof *hdrs);
     struct srv_ginfo gi = {ts, c, NULL, NULL};
+    struct green *self = G.current(); /* not after a fork: NULL there */
 
     if (!ts || !hdrs) {
         if (ts)
@@ -289,7 +290,7 @@ void srv_request_green(void *arg)
         srv_request_done(srv);
         return;
     }
-    G.set_info(G.current(), &gi);
+    G.set_info(self, &gi);
     PyEval_RestoreThread(ts);
     for (;;) {
         struct srv_request req;
@@ -327,5 +328,5 @@ void srv_request_green(void *arg)
     srv_request_done(srv);
     gi.ts = NULL;
     srv_tstate_put(ts);
-    G.set_info(G.current(), NULL);
+    G.set_info(self, NULL);
 }
