@@ -39,7 +39,8 @@ LDLIBS := -lev -lm -ldl -pthread
 BUILD_ID := $(shell sha256sum $(sort $(wildcard hub/* preload/* server/*)) | \
                     sha256sum | cut -c1-16)
 
-HUB_SRCS := hub/hub.c hub/stack.c hub/wait.c hub/ident.c hub/mainrole.c hub/ctx_x86_64.S
+HUB_SRCS := hub/hub.c hub/stack.c hub/wait.c hub/ident.c hub/mainrole.c hub/ctx_x86_64.S \
+            hub/report.c hub/debug.c hub/dump.c hub/unwind.c hub/watchdog.c
 PRELOAD_SRCS := preload/real.c preload/fdtab.c preload/io.c preload/sock.c \
                 preload/poll.c preload/sleep.c preload/fd.c preload/sem.c \
                 preload/thread.c preload/resolve.c \
@@ -52,7 +53,8 @@ PYSERVER_SRCS := server/api.c server/module.c server/greenthread.c server/mainru
                  server/input.c server/filewrapper.c server/log.c \
                  server/park_hooks.c server/tstate.c server/http_parse.c \
                  server/accept.c server/conn.c server/send.c \
-                 server/log_format.c server/forwarded.c server/lazy.c
+                 server/log_format.c server/forwarded.c server/lazy.c \
+                 server/debug.c server/pytrace.c
 
 # The Python side is built once per interpreter found: Debian's python3
 # and every pyenv 3.10-3.13 build with headers. XY = major, minor.
@@ -78,7 +80,7 @@ PRELOAD_TESTS := $(patsubst tests/preload/%.c,$(B)/tests/preload/%,$(wildcard te
 SERVER_TESTS := $(patsubst tests/server/%.c,$(B)/tests/server/%,$(wildcard tests/server/test_*.c))
 UNIT_TESTS := $(HUB_TESTS) $(PRELOAD_TESTS) $(SERVER_TESTS)
 
-.PHONY: all help deps test unit asan integration matrix regrtest bench bench-switch \
+.PHONY: all help deps test unit asan integration matrix regrtest bench bench-switch bench-calls \
         bench-parse bench-wsgi bench-memory run fuzz clean options-doc transparency install FORCE
 .DEFAULT_GOAL := all
 
@@ -95,6 +97,7 @@ help:
 	@echo "make regrtest     CPython's regression tests for the interposed calls, under the preload"
 	@echo "make transparency CPython's tests inside a green thread vs plainly, verdicts diffed"
 	@echo "make bench-switch ns per green thread switch"
+	@echo "make bench-calls  ns per interposed call: passed through, ready, parked"
 	@echo "make bench-parse  ns per request head parsed"
 	@echo "make bench-wsgi   req/s against gevent and eventlet (wrk on loopback)"
 	@echo "make bench-memory RSS over a million requests"
@@ -198,14 +201,17 @@ $(B)/tests/server/%: tests/server/%.c $(PARSER_OBJS) tests/check.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP $(MODE_LDFLAGS) $< $(PARSER_OBJS) -o $@ $(LDLIBS)
 
-# The ucontext fallback of hub/ctx.h, built and tested once so it stays alive.
-$(B)/tests/hub/ucontext_switch: tests/hub/test_switch.c $(HUB_SRCS) tests/check.h
+# The ucontext fallback of hub/ctx.h, built and tested once so it stays
+# alive: switching, and unwinding a parked thread's saved context.
+$(B)/tests/hub/ucontext_%: tests/hub/test_%.c $(HUB_SRCS) tests/check.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(MODE_LDFLAGS) -DHUB_CTX_UCONTEXT tests/hub/test_switch.c \
+	$(CC) $(CFLAGS) $(MODE_LDFLAGS) -DHUB_CTX_UCONTEXT $< \
 	    $(filter %.c,$(HUB_SRCS)) -o $@ $(LDLIBS)
 
-unit: $(UNIT_TESTS) $(B)/tests/hub/ucontext_switch $(B)/libgreen.so
-	@scripts/run-unit-tests $(B) $(UNIT_TESTS) $(B)/tests/hub/ucontext_switch
+UCONTEXT_TESTS := $(B)/tests/hub/ucontext_switch $(B)/tests/hub/ucontext_dump
+
+unit: $(UNIT_TESTS) $(UCONTEXT_TESTS) $(B)/libgreen.so
+	@scripts/run-unit-tests $(B) $(UNIT_TESTS) $(UCONTEXT_TESTS)
 
 asan:
 	@$(MAKE) --no-print-directory MODE=asan unit
@@ -258,6 +264,15 @@ $(B)/bench/%: scripts/bench/%.c $(HUB_OBJS)
 bench-switch: $(B)/bench/bench_switch
 	@$(B)/bench/bench_switch
 
+# links the preload objects too, so its calls are interposed (as the
+# preload unit tests are built)
+$(B)/bench/bench_calls: scripts/bench/bench_calls.c $(HUB_OBJS) $(PRELOAD_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(HUB_OBJS) $(PRELOAD_OBJS) -o $@ $(LDLIBS)
+
+bench-calls: $(B)/bench/bench_calls
+	@$(B)/bench/bench_calls
+
 $(B)/bench/bench_http_parse: scripts/bench/bench_http_parse.c $(PARSER_OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< $(PARSER_OBJS) -o $@
@@ -271,7 +286,7 @@ bench-wsgi: all
 bench-memory: all
 	@scripts/bench/memory-soak
 
-bench: bench-switch bench-parse bench-wsgi
+bench: bench-switch bench-calls bench-parse bench-wsgi
 
 fuzz:
 	@scripts/fuzz-http-parse

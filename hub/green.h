@@ -258,6 +258,85 @@ struct green_park_hooks {
 };
 GREEN_API void green_set_park_hooks(const struct green_park_hooks *hooks);
 
+/* ---- what a park waits for (debugging reports) ----------------------- */
+
+/* The kinds of parks counted per hub (green_stats.parks) and named in
+ * traces and dumps. GREEN_CALLS(X) is the one list: X(KIND, "name").
+ * OTHER is a park no interposed call named: the server's own waits,
+ * libgreen.sleep, GreenThread.wait, joins. */
+#define GREEN_CALLS(X)                                                      \
+    X(OTHER, "other")                                                       \
+    X(READ, "read") X(WRITE, "write") X(RECV, "recv") X(SEND, "send")       \
+    X(ACCEPT, "accept") X(CONNECT, "connect") X(POLL, "poll")               \
+    X(SLEEP, "sleep") X(SEM, "sem") X(RESOLVER, "resolver")                 \
+    X(WAITPID, "waitpid")
+enum green_call {
+#define GREEN_CALL_ENUM(kind, name) GREEN_CALL_##kind,
+    GREEN_CALLS(GREEN_CALL_ENUM)
+#undef GREEN_CALL_ENUM
+    GREEN_NCALLS
+};
+
+/* How a report shows the object a park names (green_note's obj). */
+enum green_obj { GREEN_OBJ_NONE, GREEN_OBJ_ADDR, GREEN_OBJ_TEXT, GREEN_OBJ_PID };
+
+/* One per call that may park, static in the layer that parks: its libc
+ * name ("recvfrom"), its kind, and what its obj is. */
+struct green_callsite {
+    const char *name;
+    unsigned char kind;      /* enum green_call */
+    unsigned char obj;       /* enum green_obj */
+};
+
+/* Names the next park of the calling green thread: the interposed call
+ * and what it waits on beyond an fd (a semaphore's address, a host name,
+ * a pid cast to a pointer). Costs two stores; the park takes the note
+ * and clears it, so set it right before parking. */
+struct green_note {
+    const struct green_callsite *site;
+    const void *obj;
+};
+extern __thread struct green_note hub_tls_note
+    __attribute__((tls_model("initial-exec"), visibility("hidden")));
+static inline void green_note(const struct green_callsite *site, const void *obj)
+{
+    hub_tls_note.site = site;
+    hub_tls_note.obj = obj;
+}
+
+/* ---- debugging hooks for the layer above ------------------------------ */
+
+/* The hub knows nothing of Python or HTTP; dumps, traces and block
+ * warnings ask the layer above about a green thread through these, with
+ * the pointer it gave green_set_info (NULL: nothing to say).
+ *
+ *  enter/leave   around a dump, in the hub context: take what reading
+ *                every green thread needs (the server takes the GIL).
+ *  describe      what g is doing, one line, into buf (at most len bytes,
+ *                no newline); returns the length. Must be async-signal-
+ *                safe: it also runs in a signal handler and in a green
+ *                thread just woken from a park.
+ *  traceback     writes g's interpreter stack to fd. in_signal: called
+ *                from a signal handler interrupting g itself, which may be
+ *                halfway through changing it: read only, no locks, no
+ *                allocation (as faulthandler does).
+ *  stats         appends ',"key":value' JSON members to the stats line
+ *                (hub context); returns the length.
+ * Any of them may be NULL. Set once, before the first spawn. */
+struct green_debug_hooks {
+    void *(*enter)(void);
+    void (*leave)(void *token);
+    size_t (*describe)(void *info, char *buf, size_t len);
+    void (*traceback)(int fd, void *info, int in_signal);
+    size_t (*stats)(char *buf, size_t len);
+};
+GREEN_API void green_set_debug_hooks(const struct green_debug_hooks *hooks);
+
+/* Attaches the layer above's description of g (given to the hooks; kept
+ * until g ends or it is set again; NULL clears). A NULL g does nothing (a
+ * fork child's green_current()). Does not switch. */
+GREEN_API void green_set_info(struct green *g, void *info);
+
 /* ---- statistics ------------------------------------------------------- */
 
 struct green_stats {
@@ -267,6 +346,9 @@ struct green_stats {
     uint64_t stacks_pooled;  /* stacks kept for reuse */
     uint64_t stack_high_water; /* deepest stack use seen, in bytes; only
                                   measured with LIBGREEN_STACK_STATS=1 */
+    uint64_t parked;         /* live threads parked now */
+    uint64_t ready;          /* live threads in the run queue now */
+    uint64_t parks[GREEN_NCALLS]; /* parks so far, per enum green_call */
 };
 GREEN_API void green_get_stats(struct green_stats *out);
 

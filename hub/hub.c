@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,6 +33,8 @@ __thread struct green *hub_tls_current
     __attribute__((tls_model("initial-exec"))) HIDDEN;
 __thread struct hub *hub_tls_hub
     __attribute__((tls_model("initial-exec"))) HIDDEN;
+__thread struct green_note hub_tls_note
+    __attribute__((tls_model("initial-exec"))) HIDDEN;
 
 const struct green_park_hooks *hub_park_hooks HIDDEN;
 static uint64_t hub_next_id; /* atomic: ids are unique per process */
@@ -41,7 +44,7 @@ static void hub_async_cb(struct ev_loop *loop, ev_async *w, int revents);
 /* While threads stay ready, I/O is polled at most this often (seconds). */
 #define HUB_POLL_INTERVAL 50e-6
 
-static double hub_mono_now(void)
+double hub_mono_now(void)
 {
     struct timespec ts;
 
@@ -99,6 +102,32 @@ static void hub_forked_context_ends(void)
     exit(0);
 }
 
+/* The hub's list of live green threads, oldest first, which reports
+ * walk. */
+static void hub_all_link(struct hub *hub, struct green *g)
+{
+    g->all_next = NULL;
+    g->all_prev = hub->all_tail;
+    if (hub->all_tail)
+        hub->all_tail->all_next = g;
+    else
+        hub->all = g;
+    hub->all_tail = g;
+}
+
+static void hub_all_unlink(struct hub *hub, struct green *g)
+{
+    if (g->all_prev)
+        g->all_prev->all_next = g->all_next;
+    else
+        hub->all = g->all_next;
+    if (g->all_next)
+        g->all_next->all_prev = g->all_prev;
+    else
+        hub->all_tail = g->all_prev;
+    g->all_next = g->all_prev = NULL;
+}
+
 static void hub_entry(void)
 {
     struct green *g = hub_tls_current;
@@ -114,6 +143,7 @@ static void hub_entry(void)
         hub_forked_context_ends();
     g->state = G_DONE;
     hub->stats.live--;
+    hub_all_unlink(hub, g);
     green_wq_wake_all(&g->joiners);
     hub_switch_out(hub, g, 1);
     __builtin_unreachable();
@@ -148,16 +178,25 @@ void hub_wake(struct green *g, int err, int index, int events)
 
 /* Parks the running green thread g until hub_wake; returns the wake
  * errno (0 for a normal wake). The park hooks let the layer above drop
- * the GIL around the park. */
+ * the GIL around the park. The wait record (wait.c filled in what) gets
+ * its start and the count of its kind; with tracing on, the park also
+ * gets a line when it ends - off, that is one predictable branch. */
 int hub_park(struct green *g)
 {
     const struct green_park_hooks *hooks = hub_park_hooks;
+    struct hub *hub = g->hub;
     void *token = NULL;
 
+    g->wait.since = hub->now;
+    hub->stats.parks[g->wait.site ? g->wait.site->kind : GREEN_CALL_OTHER]++;
+    if (unlikely(hub_trace_on))
+        g->wait.trace_t0 = hub_mono_now();
     if (hooks && hooks->before_park)
         token = hooks->before_park();
     g->state = G_PARKED;
-    hub_switch_out(g->hub, g, 0);
+    hub_switch_out(hub, g, 0);
+    if (unlikely(g->wait.trace_t0 != 0))
+        hub_trace_line(g, g->wake_err);
     if (hooks && hooks->after_park)
         hooks->after_park(token);
     return g->wake_err;
@@ -204,6 +243,7 @@ static void hub_destroy(void *arg)
     /* Threads still parked when their OS thread ends are abandoned: there
      * is nobody left to run them. Their memory goes with the process. */
     hub_ident_unregister(hub);
+    hub_debug_stop(hub);
     ev_async_stop(hub->loop, &hub->async);
     ev_loop_destroy(hub->loop);
     hub_stack_pool_free(hub);
@@ -244,6 +284,7 @@ static void hub_atfork_child(void)
     if (old)
         hub_stack_pool_free(old);
     hub_ident_atfork_child();
+    hub_debug_atfork_child();
 }
 
 static void hub_key_make(void)
@@ -284,9 +325,11 @@ struct hub *green_hub(void)
     /* The async watcher alone must not keep green_hub_run waiting. */
     ev_unref(hub->loop);
     hub->pid = getpid();
+    hub->tid = (pid_t)syscall(SYS_gettid);
     hub_ident_register(hub);
     hub_tls_hub = hub;
     pthread_setspecific(hub_key, hub);
+    hub_debug_start(hub);
     return hub;
 
 error2:
@@ -347,6 +390,7 @@ static void hub_async_cb(struct ev_loop *loop, ev_async *w, int revents)
 int green_hub_run(int (*done)(void *arg), void *arg)
 {
     struct hub *hub = green_hub();
+    int rc;
 
     if (!hub)
         return -1;
@@ -354,8 +398,12 @@ int green_hub_run(int (*done)(void *arg), void *arg)
         errno = EPERM;
         return -1;
     }
+    hub->now = ev_now(hub->loop);
     for (;;) {
         hub_run_ready(hub);
+        /* a dump or stats line asked for by a signal (hub/debug.c) */
+        if (unlikely(hub->dbg_seen != hub_dbg_requests))
+            hub_debug_service(hub);
         if (done(arg))
             return 0;
         if (hub->ready_head) {
@@ -367,11 +415,14 @@ int green_hub_run(int (*done)(void *arg), void *arg)
                 continue;
             hub->last_poll = t;
             ev_run(hub->loop, EVRUN_NOWAIT);
+            hub->now = ev_now(hub->loop);
             continue;
         }
         /* Nothing ready: block in epoll until an event or a timer. */
         hub->last_poll = 0;
-        if (!ev_run(hub->loop, EVRUN_ONCE) && !hub->ready_head && !done(arg)) {
+        rc = ev_run(hub->loop, EVRUN_ONCE);
+        hub->now = ev_now(hub->loop);
+        if (!rc && !hub->ready_head && !done(arg)) {
             /* Nothing ready, nothing armed, not done: every green thread
              * waits on something only another green thread could give. */
             errno = EDEADLK;
@@ -417,9 +468,14 @@ struct green *green_spawn(green_fn fn, void *arg, const struct green_attr *attr)
     hub_ctx_make(&g->ctx, g->stack_lo, size, hub_entry);
     hub->stats.spawned++;
     hub->stats.live++;
+    hub_all_link(hub, g);
     hub_make_ready(hub, g);
     return g;
 }
+
+/* How a join shows in reports: its obj is the green thread joined. */
+const struct green_callsite hub_site_join = {"join", GREEN_CALL_OTHER,
+                                             GREEN_OBJ_NONE};
 
 static int hub_green_done(void *arg) { return ((struct green *)arg)->state == G_DONE; }
 
@@ -438,6 +494,7 @@ int green_join(struct green *g, double timeout)
     g->joined = 1;
     if (self) {
         while (g->state != G_DONE) {
+            green_note(&hub_site_join, g);
             if (green_wq_wait(&g->joiners, timeout) < 0) {
                 g->joined = 0;
                 return -1;
@@ -494,12 +551,27 @@ void green_get_stats(struct green_stats *out)
 {
     struct hub *hub = hub_tls_hub;
 
-    if (hub) {
-        *out = hub->stats;
-        out->stacks_pooled = hub->stack_pool_len;
-    } else {
+    if (hub)
+        hub_stats_of(hub, out);
+    else
         memset(out, 0, sizeof *out);
+}
+
+void hub_stats_of(const struct hub *hub, struct green_stats *out)
+{
+    *out = hub->stats;
+    out->stacks_pooled = hub->stack_pool_len;
+    out->parked = out->ready = 0;
+    for (struct green *g = hub->all; g; g = g->all_next) {
+        out->parked += g->state == G_PARKED;
+        out->ready += g->state == G_READY;
     }
+}
+
+void green_set_info(struct green *g, void *info)
+{
+    if (g)
+        g->info = info;
 }
 
 /* Timeouts arrive as doubles from callers; keep them finite and sane. */

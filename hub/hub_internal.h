@@ -19,12 +19,29 @@
 
 #include "hub/ctx.h"
 #include "hub/green.h"
+#include "hub/report.h"
 
 #define HIDDEN __attribute__((visibility("hidden")))
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
 
 enum green_state { G_READY, G_RUNNING, G_PARKED, G_DONE };
+
+/* How a green thread is parked (wait.c sets it; reports read it). */
+enum hub_wait { W_NONE, W_FD, W_FDS, W_SLEEP, W_WQ, W_PARK, W_JOIN };
+
+/* What the current (or last) park of a green thread is for: a handful of
+ * stores per park, read only by reports (hub/debug.c, hub/dump.c). */
+struct hub_waitrec {
+    const struct green_callsite *site; /* the interposed call, or NULL */
+    const void *obj;                  /* what site says it is */
+    double since;                     /* ev_now() when it parked */
+    double trace_t0;                  /* clock at the park if traced, else 0 */
+    int fd;                           /* first fd of an fd wait */
+    unsigned nfds;                    /* fds of a multi-fd wait */
+    unsigned char kind;               /* enum hub_wait */
+    unsigned char events;             /* GREEN_READ/WRITE of an fd wait */
+};
 
 /* One fd a parked green thread waits on. Lives on the parked thread's own
  * stack (or heap for large polls) for the duration of the park. */
@@ -68,6 +85,12 @@ struct green {
 
     struct green_wq joiners;
     char name[32];
+
+    /* for reports: what it waits on, the layer above's description, and
+     * the hub's list of live green threads */
+    struct hub_waitrec wait;
+    void *info;
+    struct green *all_next, *all_prev;
 #if defined(__SANITIZE_ADDRESS__)
     void *asan_fake_stack;
 #endif
@@ -87,6 +110,8 @@ struct hub {
 
     struct green *ready_head, *ready_tail;
     double last_poll;                 /* when the loop last polled I/O */
+    double now;                       /* ev_now() after the last ev_run:
+                                         when parks began, for reports */
 
     /* fd -> list of waiters, in chunks of HUB_FD_CHUNK, made on demand */
     struct hub_fdwaiter ***fd_chunks;
@@ -102,6 +127,19 @@ struct hub {
     size_t stack_pool_len, stack_pool_cap;
 
     struct green_stats stats;
+    struct green *all, *all_tail;     /* every live green thread */
+
+    /* debugging (hub/debug.c, hub/watchdog.c) */
+    pid_t tid;                        /* the OS thread's, for tgkill */
+    unsigned dbg_seen;                /* requests from signals handled */
+    unsigned dbg_dumps_seen, dbg_stats_seen;
+    int hang_reported;                /* once per hang: */
+    uint64_t hang_set;                /*   of this set of stuck threads */
+    ev_timer hang_timer;
+    uint64_t wd_switches;             /* watchdog thread only: last seen */
+    double wd_since;                  /*   since when unchanged */
+    uint64_t wd_green;                /*   id of the green thread warned of */
+    uint64_t wd_ran_ms;               /*   how long it had run then */
 
     /* identities (hub/ident.c) */
     pthread_t thread;                 /* the OS thread the hub runs on */
@@ -123,10 +161,12 @@ extern __thread struct hub *hub_tls_hub
 extern const struct green_park_hooks *hub_park_hooks HIDDEN;
 
 /* hub.c */
+extern const struct green_callsite hub_site_join HIDDEN;
 HIDDEN void hub_make_ready(struct hub *hub, struct green *g);
 HIDDEN void hub_wake(struct green *g, int err, int index, int events);
 HIDDEN int hub_park(struct green *g);
 HIDDEN double hub_clamp_timeout(double timeout);
+HIDDEN void hub_stats_of(const struct hub *hub, struct green_stats *out);
 
 /* stack.c */
 HIDDEN void *hub_stack_get(struct hub *hub, size_t size);
@@ -147,5 +187,55 @@ HIDDEN void hub_main_release(struct green *g);
 
 /* wait.c */
 HIDDEN void hub_disarm(struct green *g);
+
+/* Starts g's wait record for a park of kind (enum hub_wait): takes the
+ * note the layer above left (green_note), so a park no one named is
+ * GREEN_CALL_OTHER, never the name of an earlier call. fd waits add
+ * their fd, count and events (only they are read back). */
+static inline void hub_wait_begin(struct green *g, int kind)
+{
+    g->wait.site = hub_tls_note.site;
+    g->wait.obj = hub_tls_note.obj;
+    hub_tls_note.site = NULL;
+    g->wait.kind = (unsigned char)kind;
+}
+
+static inline void hub_wait_fds(struct green *g, int fd, unsigned nfds,
+                                int events)
+{
+    g->wait.fd = fd;
+    g->wait.nfds = nfds;
+    g->wait.events = (unsigned char)events;
+}
+
+/* debug.c: the toggles; see hub/debug.c */
+extern int hub_trace_on HIDDEN;             /* LIBGREEN_TRACE, or its signal */
+extern volatile unsigned hub_dbg_requests HIDDEN; /* bumped by signals */
+extern const struct green_debug_hooks *hub_debug_hooks HIDDEN;
+HIDDEN void hub_debug_start(struct hub *hub);
+HIDDEN void hub_debug_service(struct hub *hub);
+HIDDEN void hub_debug_stop(struct hub *hub);
+HIDDEN void hub_debug_atfork_child(void);
+HIDDEN void hub_trace_line(struct green *g, int err);
+HIDDEN int hub_debug_out_fd(void);
+HIDDEN double hub_mono_now(void);
+
+/* dump.c */
+HIDDEN void hub_dump(struct hub *hub, int fd, const char *why);
+HIDDEN void hub_dump_stats_line(struct hub *hub, int fd);
+/* "recv on fd 9 (read)": what g's current or last park waits on */
+HIDDEN void hub_dump_wait(struct hub_report *r, const struct green *g);
+
+/* watchdog.c */
+HIDDEN int hub_watchdog_start(double warn_ms);
+HIDDEN void hub_watchdog_atfork_child(void);
+
+/* unwind.c: C stacks (a line saying why not, without libunwind) */
+HIDDEN int hub_unwind_load(void);
+HIDDEN void hub_unwind_green(struct hub_report *r, struct green *g);
+HIDDEN void hub_unwind_signal(struct hub_report *r, void *ucontext);
+
+/* ident.c: every registered hub, for the watchdog thread */
+HIDDEN void hub_ident_each(void (*fn)(struct hub *hub, void *arg), void *arg);
 
 #endif

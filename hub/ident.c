@@ -135,6 +135,17 @@ uintptr_t green_ident_real(uintptr_t id)
     return real;
 }
 
+/* Calls fn on every registered hub, under the registry's lock (so none
+ * is freed meanwhile): the watchdog thread's view of the hubs. */
+void hub_ident_each(void (*fn)(struct hub *hub, void *arg), void *arg)
+{
+    pthread_mutex_lock(&hub_ident_lock);
+    for (int i = 0; i < HUB_MAX_IDENT_HUBS; i++)
+        if (hub_ident_hubs[i])
+            fn(hub_ident_hubs[i], arg);
+    pthread_mutex_unlock(&hub_ident_lock);
+}
+
 /* ---- fork ------------------------------------------------------------- */
 
 /* Called from hub.c's pthread_atfork handlers: the forking thread holds

@@ -208,6 +208,8 @@ int green_wait_fd(int fd, int events, double timeout)
         errno = EPERM;
         return -1;
     }
+    hub_wait_begin(g, W_FD);
+    hub_wait_fds(g, fd, 1, events);
     if (fd < 0 || !(events & (GREEN_READ | GREEN_WRITE))) {
         errno = fd < 0 ? EBADF : EINVAL;
         return -1;
@@ -237,6 +239,8 @@ int green_wait_fds(const struct green_pollfd *fds, size_t n, double timeout)
         errno = EPERM;
         return -1;
     }
+    hub_wait_begin(g, W_FDS);
+    hub_wait_fds(g, n ? fds[0].fd : -1, (unsigned)n, 0);
     if (n > sizeof local / sizeof local[0]) {
         w = malloc(n * sizeof *w);
         if (!w) {
@@ -371,6 +375,7 @@ int green_sleep(double seconds)
             return -1;
         return 0;
     }
+    hub_wait_begin(g, W_SLEEP);
     hub_arm_deadline(g->hub, g, seconds);
     g->interruptible = 1;
     err = hub_park(g);
@@ -391,6 +396,12 @@ int green_wq_wait(struct green_wq *wq, double timeout)
         errno = EPERM;
         return -1;
     }
+    /* a join names itself (hub.c); any other wait queue is its own obj */
+    hub_wait_begin(g, W_WQ);
+    if (g->wait.site == &hub_site_join)
+        g->wait.kind = W_JOIN;
+    else if (!g->wait.obj)
+        g->wait.obj = wq;
     g->wq = wq;
     g->wq_next = NULL;
     g->wq_prev = wq->tail;
@@ -441,6 +452,7 @@ int green_park(double timeout)
         errno = EPERM;
         return -1;
     }
+    hub_wait_begin(g, W_PARK);
     g->plain_park = 1;
     g->interruptible = 1;
     hub_arm_deadline(g->hub, g, timeout);

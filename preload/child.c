@@ -24,10 +24,18 @@
 /* One WNOHANG attempt: returns the pid, 0 if nothing yet, -1 on error. */
 typedef pid_t (*pl_try_fn)(void *ctx);
 
+PL_SITE(pl_cs_wait4, "wait4", WAITPID, PID);
+PL_SITE(pl_cs_waitpid, "waitpid", WAITPID, PID);
+PL_SITE(pl_cs_wait, "wait", WAITPID, NONE);
+PL_SITE(pl_cs_wait3, "wait3", WAITPID, NONE);
+PL_SITE(pl_cs_waitid, "waitid", WAITPID, PID);
+
 /* Parks until try_fn reports something. pid > 0 with no stop/continue
- * flags can use a pidfd. */
-static pid_t pl_wait_child(pid_t pid, int options, pl_try_fn try_fn, void *ctx)
+ * flags can use a pidfd. cs names the parks (with the pid, if one). */
+static pid_t pl_wait_child(pid_t pid, int options, pl_try_fn try_fn, void *ctx,
+                           const struct green_callsite *cs)
 {
+    const void *obj = pid > 0 ? (const void *)(uintptr_t)pid : NULL;
     double pause = PL_PAUSE_FIRST;
     int saved = errno, pfd = -1;
     pid_t r = try_fn(ctx);
@@ -37,8 +45,10 @@ static pid_t pl_wait_child(pid_t pid, int options, pl_try_fn try_fn, void *ctx)
     if (pid > 0 && !(options & (WUNTRACED | WCONTINUED)))
         pfd = (int)syscall(SYS_pidfd_open, pid, 0);
     for (;;) {
-        int w = pfd >= 0 ? green_wait_fd(pfd, GREEN_READ, -1)
-                         : pl_pause(&pause, -1);
+        int w;
+        green_note(cs, obj);
+        w = pfd >= 0 ? green_wait_fd(pfd, GREEN_READ, -1)
+                     : pl_pause(&pause, -1, cs, obj);
         if (w < 0 && errno == EINTR) {
             r = -1;
             break;
@@ -71,34 +81,40 @@ static pid_t pl_try_wait4(void *ctx)
     return REAL(wait4)(a->pid, a->status, a->options | WNOHANG, a->ru);
 }
 
-PL_EXPORT pid_t wait4(pid_t pid, int *status, int options, struct rusage *ru)
+static pid_t pl_wait4(pid_t pid, int *status, int options, struct rusage *ru,
+                      const struct green_callsite *cs)
 {
     struct pl_wait4_args a = {pid, status, options, ru};
 
+    return pl_wait_child(pid, options, pl_try_wait4, &a, cs);
+}
+
+PL_EXPORT pid_t wait4(pid_t pid, int *status, int options, struct rusage *ru)
+{
     if (pl_likely(!pl_in_green()) || (options & WNOHANG))
         return REAL(wait4)(pid, status, options, ru);
-    return pl_wait_child(pid, options, pl_try_wait4, &a);
+    return pl_wait4(pid, status, options, ru, &pl_cs_wait4);
 }
 
 PL_EXPORT pid_t waitpid(pid_t pid, int *status, int options)
 {
     if (pl_likely(!pl_in_green()) || (options & WNOHANG))
         return REAL(waitpid)(pid, status, options);
-    return wait4(pid, status, options, NULL);
+    return pl_wait4(pid, status, options, NULL, &pl_cs_waitpid);
 }
 
 PL_EXPORT pid_t wait(int *status)
 {
     if (pl_likely(!pl_in_green()))
         return REAL(wait)(status);
-    return wait4(-1, status, 0, NULL);
+    return pl_wait4(-1, status, 0, NULL, &pl_cs_wait);
 }
 
 PL_EXPORT pid_t wait3(int *status, int options, struct rusage *ru)
 {
     if (pl_likely(!pl_in_green()) || (options & WNOHANG))
         return REAL(wait3)(status, options, ru);
-    return wait4(-1, status, options, ru);
+    return pl_wait4(-1, status, options, ru, &pl_cs_wait3);
 }
 
 struct pl_waitid_args {
@@ -128,6 +144,6 @@ PL_EXPORT int waitid(idtype_t idtype, id_t id, siginfo_t *info, int options)
         return REAL(waitid)(idtype, id, info, options);
     r = pl_wait_child(idtype == P_PID ? (pid_t)id : -1,
                       options & (WSTOPPED | WCONTINUED) ? WUNTRACED : 0,
-                      pl_try_waitid, &a);
+                      pl_try_waitid, &a, &pl_cs_waitid);
     return r < 0 ? -1 : 0;
 }

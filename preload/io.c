@@ -119,7 +119,7 @@ static int pl_is_stream(int fd)
  * the answer, as libc gives it: the peer shut down, SO_RCVTIMEO ran out,
  * or the pause was interrupted. */
 static int pl_peek_pause(int fd, struct pl_fd *e, double *deadline,
-                         double *pause)
+                         double *pause, const struct green_callsite *cs)
 {
     struct pollfd p = {fd, POLLRDHUP, 0};
 
@@ -129,7 +129,7 @@ static int pl_peek_pause(int fd, struct pl_fd *e, double *deadline,
     }
     if (REAL(poll)(&p, 1, 0) != 0)
         return -1;
-    return pl_pause(pause, *deadline);
+    return pl_pause(pause, *deadline, cs, NULL);
 }
 
 /* The cooperative transfer. For writes, and reads with MSG_WAITALL on a
@@ -138,7 +138,7 @@ static int pl_peek_pause(int fd, struct pl_fd *e, double *deadline,
  * the caller's stay as they were (ancillary data went with the first
  * bytes, as with a blocking call). */
 static ssize_t pl_xfer(int fd, struct pl_fd *e, int dir, struct msghdr *m,
-                       int flags, int msgcall)
+                       int flags, int msgcall, const struct green_callsite *cs)
 {
     struct iovec local[8], *iov = NULL;
     struct msghdr cur, *use = m;
@@ -160,7 +160,7 @@ static ssize_t pl_xfer(int fd, struct pl_fd *e, int dir, struct msghdr *m,
             if (dir == PL_IN && done == 0 && !pl_is_stream(fd))
                 break; /* MSG_WAITALL means nothing on datagrams */
             if (flags & MSG_PEEK) {
-                if (pl_peek_pause(fd, e, &deadline, &pause) < 0)
+                if (pl_peek_pause(fd, e, &deadline, &pause, cs) < 0)
                     break; /* r: the bytes queued now */
                 continue;  /* look again from the start */
             }
@@ -205,7 +205,8 @@ static ssize_t pl_xfer(int fd, struct pl_fd *e, int dir, struct msghdr *m,
                                                        : e->sndtimeo_us);
             }
         }
-        if (pl_wait(fd, dir == PL_IN ? GREEN_READ : GREEN_WRITE, deadline) < 0) {
+        if (pl_wait(fd, dir == PL_IN ? GREEN_READ : GREEN_WRITE, deadline,
+                    cs) < 0) {
             if (done)
                 r = (ssize_t)done; /* timed out or interrupted midway */
             break;
@@ -220,9 +221,20 @@ static ssize_t pl_xfer(int fd, struct pl_fd *e, int dir, struct msghdr *m,
 
 /* ---- the wrappers ----------------------------------------------------- */
 
+PL_SITE(pl_cs_read, "read", READ, NONE);
+PL_SITE(pl_cs_readv, "readv", READ, NONE);
+PL_SITE(pl_cs_write, "write", WRITE, NONE);
+PL_SITE(pl_cs_writev, "writev", WRITE, NONE);
+PL_SITE(pl_cs_recv, "recv", RECV, NONE);
+PL_SITE(pl_cs_recvfrom, "recvfrom", RECV, NONE);
+PL_SITE(pl_cs_recvmsg, "recvmsg", RECV, NONE);
+PL_SITE(pl_cs_send, "send", SEND, NONE);
+PL_SITE(pl_cs_sendto, "sendto", SEND, NONE);
+PL_SITE(pl_cs_sendmsg, "sendmsg", SEND, NONE);
+
 static ssize_t pl_buf(int fd, struct pl_fd *e, int dir, void *buf, size_t n,
                       int flags, struct sockaddr *addr, socklen_t *alen,
-                      socklen_t alen_in)
+                      socklen_t alen_in, const struct green_callsite *cs)
 {
     struct iovec iov = {buf, n};
     struct msghdr m = {0};
@@ -232,7 +244,7 @@ static ssize_t pl_buf(int fd, struct pl_fd *e, int dir, void *buf, size_t n,
     m.msg_iovlen = 1;
     m.msg_name = addr;
     m.msg_namelen = alen ? *alen : alen_in;
-    r = pl_xfer(fd, e, dir, &m, flags, 0);
+    r = pl_xfer(fd, e, dir, &m, flags, 0, cs);
     if (r >= 0 && alen)
         *alen = m.msg_namelen;
     return r;
@@ -260,7 +272,7 @@ PL_EXPORT ssize_t read(int fd, void *buf, size_t n)
     if (pl_likely(!e))
         return REAL(read)(fd, buf, n);
     saved = errno;
-    r = pl_buf(fd, e, PL_IN, buf, n, 0, NULL, NULL, 0);
+    r = pl_buf(fd, e, PL_IN, buf, n, 0, NULL, NULL, 0, &pl_cs_read);
     if (pl_unlikely(pl_stale(fd, e, r, saved)))
         return read(fd, buf, n);
     return r;
@@ -275,7 +287,7 @@ PL_EXPORT ssize_t write(int fd, const void *buf, size_t n)
     if (pl_likely(!e))
         return REAL(write)(fd, buf, n);
     saved = errno;
-    r = pl_buf(fd, e, PL_OUT, (void *)buf, n, 0, NULL, NULL, 0);
+    r = pl_buf(fd, e, PL_OUT, (void *)buf, n, 0, NULL, NULL, 0, &pl_cs_write);
     if (pl_unlikely(pl_stale(fd, e, r, saved)))
         return write(fd, buf, n);
     return r;
@@ -293,7 +305,7 @@ PL_EXPORT ssize_t readv(int fd, const struct iovec *iov, int cnt)
     saved = errno;
     m.msg_iov = (struct iovec *)iov;
     m.msg_iovlen = (size_t)cnt;
-    r = pl_xfer(fd, e, PL_IN, &m, 0, 0);
+    r = pl_xfer(fd, e, PL_IN, &m, 0, 0, &pl_cs_readv);
     if (pl_unlikely(pl_stale(fd, e, r, saved)))
         return readv(fd, iov, cnt);
     return r;
@@ -311,7 +323,7 @@ PL_EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
     saved = errno;
     m.msg_iov = (struct iovec *)iov;
     m.msg_iovlen = (size_t)cnt;
-    r = pl_xfer(fd, e, PL_OUT, &m, 0, 0);
+    r = pl_xfer(fd, e, PL_OUT, &m, 0, 0, &pl_cs_writev);
     if (pl_unlikely(pl_stale(fd, e, r, saved)))
         return writev(fd, iov, cnt);
     return r;
@@ -335,7 +347,7 @@ PL_EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags)
 
     if (pl_likely(!e))
         return REAL(recv)(fd, buf, n, flags);
-    return pl_buf(fd, e, PL_IN, buf, n, flags, NULL, NULL, 0);
+    return pl_buf(fd, e, PL_IN, buf, n, flags, NULL, NULL, 0, &pl_cs_recv);
 }
 
 PL_EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags,
@@ -345,7 +357,8 @@ PL_EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags,
 
     if (pl_likely(!e))
         return REAL(recvfrom)(fd, buf, n, flags, addr, alen);
-    return pl_buf(fd, e, PL_IN, buf, n, flags, addr, addr ? alen : NULL, 0);
+    return pl_buf(fd, e, PL_IN, buf, n, flags, addr, addr ? alen : NULL, 0,
+                  &pl_cs_recvfrom);
 }
 
 PL_EXPORT ssize_t recvmsg(int fd, struct msghdr *m, int flags)
@@ -354,7 +367,7 @@ PL_EXPORT ssize_t recvmsg(int fd, struct msghdr *m, int flags)
 
     if (pl_likely(!e))
         return REAL(recvmsg)(fd, m, flags);
-    return pl_xfer(fd, e, PL_IN, m, flags, 1);
+    return pl_xfer(fd, e, PL_IN, m, flags, 1, &pl_cs_recvmsg);
 }
 
 PL_EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
@@ -363,7 +376,8 @@ PL_EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags)
 
     if (pl_likely(!e))
         return REAL(send)(fd, buf, n, flags);
-    return pl_buf(fd, e, PL_OUT, (void *)buf, n, flags, NULL, NULL, 0);
+    return pl_buf(fd, e, PL_OUT, (void *)buf, n, flags, NULL, NULL, 0,
+                  &pl_cs_send);
 }
 
 PL_EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags,
@@ -374,7 +388,7 @@ PL_EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags,
     if (pl_likely(!e))
         return REAL(sendto)(fd, buf, n, flags, addr, alen);
     return pl_buf(fd, e, PL_OUT, (void *)buf, n, flags,
-                  (struct sockaddr *)addr, NULL, addr ? alen : 0);
+                  (struct sockaddr *)addr, NULL, addr ? alen : 0, &pl_cs_sendto);
 }
 
 PL_EXPORT ssize_t sendmsg(int fd, const struct msghdr *m, int flags)
@@ -385,7 +399,7 @@ PL_EXPORT ssize_t sendmsg(int fd, const struct msghdr *m, int flags)
     if (pl_likely(!e))
         return REAL(sendmsg)(fd, m, flags);
     copy = *m; /* pl_xfer may advance it; the caller's stays const */
-    return pl_xfer(fd, e, PL_OUT, &copy, flags, 1);
+    return pl_xfer(fd, e, PL_OUT, &copy, flags, 1, &pl_cs_sendmsg);
 }
 
 /* ---- fortified entry points ------------------------------------------- */

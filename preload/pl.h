@@ -1,6 +1,12 @@
 /* preload/pl.h - what every wrapper file shares: the pass-through test,
  * deadlines, the park that replaces a blocking wait, and the pause
  * between retries of a wait that nothing can signal.
+ *
+ * Every park is named for the debugging reports (hub/green.h,
+ * green_note): each wrapper has a static struct green_callsite (PL_SITE)
+ * and hands it down to the helper that parks, which names the park right
+ * before it. Calls that pass through, or finish without parking, never
+ * touch it.
  */
 #ifndef LIBGREEN_PRELOAD_PL_H
 #define LIBGREEN_PRELOAD_PL_H
@@ -21,6 +27,12 @@ int __poll_chk(struct pollfd *fds, nfds_t n, int timeout, size_t fdslen);
 int __ppoll_chk(struct pollfd *fds, nfds_t n, const struct timespec *ts,
                 const sigset_t *ss, size_t fdslen);
 int fcntl64(int fd, int cmd, ...);
+
+/* The static name of a wrapper's parks: PL_SITE(pl_cs_recv, "recv", RECV,
+ * NONE) - kind from GREEN_CALLS, obj an enum green_obj suffix. */
+#define PL_SITE(var, name, kind, obj)                                       \
+    static const struct green_callsite var = {name, GREEN_CALL_##kind,      \
+                                              GREEN_OBJ_##obj}
 
 #define pl_likely(x) __builtin_expect(!!(x), 1)
 #define pl_unlikely(x) __builtin_expect(!!(x), 0)
@@ -66,9 +78,10 @@ static inline double pl_deadline_us(int64_t us)
 }
 
 /* Parks until fd is ready for events or the deadline (absolute, <0 for
- * none). Returns 0, or -1 with errno EAGAIN (deadline passed, as
- * SO_RCVTIMEO reports it), EBADF (closed meanwhile) or EINTR. */
-static inline int pl_wait(int fd, int events, double deadline)
+ * none); cs names the park. Returns 0, or -1 with errno EAGAIN (deadline
+ * passed, as SO_RCVTIMEO reports it), EBADF (closed meanwhile) or EINTR. */
+static inline int pl_wait(int fd, int events, double deadline,
+                          const struct green_callsite *cs)
 {
     double timeout = -1;
 
@@ -79,6 +92,7 @@ static inline int pl_wait(int fd, int events, double deadline)
             return -1;
         }
     }
+    green_note(cs, NULL);
     if (green_wait_fd(fd, events, timeout) >= 0)
         return 0;
     if (errno == ETIMEDOUT)
@@ -93,8 +107,9 @@ static inline int pl_wait(int fd, int events, double deadline)
 
 /* Sleeps *pause (start it at PL_PAUSE_FIRST) but never past deadline
  * (absolute, < 0: none), then doubles it: 0 to retry, or -1 with errno
- * EAGAIN (deadline passed) or EINTR. Switches. */
-static inline int pl_pause(double *pause, double deadline)
+ * EAGAIN (deadline passed) or EINTR. cs and obj name the park. Switches. */
+static inline int pl_pause(double *pause, double deadline,
+                           const struct green_callsite *cs, const void *obj)
 {
     double nap = *pause;
 
@@ -107,6 +122,7 @@ static inline int pl_pause(double *pause, double deadline)
         if (nap > left)
             nap = left;
     }
+    green_note(cs, obj);
     if (green_sleep(nap) < 0)
         return -1;
     *pause = *pause * 2 < PL_PAUSE_MAX ? *pause * 2 : PL_PAUSE_MAX;

@@ -30,7 +30,8 @@
  * 0) slice seconds pass. Returns 0 (go and look), 1 (deadline passed) or
  * -1 with errno (EINTR, ENOMEM). */
 static int pl_park_fds(const struct green_pollfd *fds, size_t n,
-                       double deadline, double slice)
+                       double deadline, double slice,
+                       const struct green_callsite *cs)
 {
     double timeout = -1;
     int sliced = 0;
@@ -44,6 +45,7 @@ static int pl_park_fds(const struct green_pollfd *fds, size_t n,
         timeout = slice;
         sliced = 1;
     }
+    green_note(cs, NULL);
     if (n == 0) {
         if (green_sleep(timeout < 0 ? 1e9 : timeout) < 0)
             return -1;
@@ -69,7 +71,14 @@ static double pl_deadline_ts(const struct timespec *ts)
               : -1.0;
 }
 
-static int pl_poll_coop(struct pollfd *fds, nfds_t n, double deadline)
+PL_SITE(pl_cs_poll, "poll", POLL, NONE);
+PL_SITE(pl_cs_ppoll, "ppoll", POLL, NONE);
+PL_SITE(pl_cs_select, "select", POLL, NONE);
+PL_SITE(pl_cs_pselect, "pselect", POLL, NONE);
+PL_SITE(pl_cs_epoll_wait, "epoll_wait", POLL, NONE);
+
+static int pl_poll_coop(struct pollfd *fds, nfds_t n, double deadline,
+                        const struct green_callsite *cs)
 {
     struct green_pollfd local[32], *gp = local;
     size_t m = 0;
@@ -97,7 +106,7 @@ static int pl_poll_coop(struct pollfd *fds, nfds_t n, double deadline)
             slice = PL_UNWATCHED_SLICE;
     }
     for (;;) {
-        int p = pl_park_fds(gp, m, deadline, slice);
+        int p = pl_park_fds(gp, m, deadline, slice, cs);
         if (p < 0) {
             r = -1;
             break;
@@ -122,7 +131,7 @@ PL_EXPORT int poll(struct pollfd *fds, nfds_t n, int timeout)
     r = REAL(poll)(fds, n, 0);
     if (r != 0)
         return r;
-    return pl_poll_coop(fds, n, pl_deadline_ms(timeout));
+    return pl_poll_coop(fds, n, pl_deadline_ms(timeout), &pl_cs_poll);
 }
 
 PL_EXPORT int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts,
@@ -140,7 +149,7 @@ PL_EXPORT int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts,
     r = REAL(poll)(fds, n, 0);
     if (r != 0)
         return r;
-    return pl_poll_coop(fds, n, pl_deadline_ts(ts));
+    return pl_poll_coop(fds, n, pl_deadline_ts(ts), &pl_cs_ppoll);
 }
 
 PL_EXPORT int __poll_chk(struct pollfd *fds, nfds_t n, int timeout, size_t fdslen)
@@ -161,7 +170,7 @@ PL_EXPORT int __ppoll_chk(struct pollfd *fds, nfds_t n, const struct timespec *t
 /* ---- select ----------------------------------------------------------- */
 
 static int pl_select_coop(int nfds, fd_set *r, fd_set *w, fd_set *e,
-                          double deadline)
+                          double deadline, const struct green_callsite *cs)
 {
     fd_set r0, w0, e0;
     struct green_pollfd local[32], *gp = local;
@@ -203,7 +212,7 @@ static int pl_select_coop(int nfds, fd_set *r, fd_set *w, fd_set *e,
         m++;
     }
     for (;;) {
-        int p = pl_park_fds(gp, m, deadline, slice);
+        int p = pl_park_fds(gp, m, deadline, slice, cs);
         if (p < 0) {
             n = -1;
             break;
@@ -247,7 +256,7 @@ PL_EXPORT int select(int nfds, fd_set *r, fd_set *w, fd_set *e,
         if (r) *r = r0;
         if (w) *w = w0;
         if (e) *e = e0;
-        n = pl_select_coop(nfds, r, w, e, deadline);
+        n = pl_select_coop(nfds, r, w, e, deadline, &pl_cs_select);
     }
     if (tv && n >= 0) { /* Linux reports the time left */
         double left = deadline - pl_now();
@@ -282,7 +291,7 @@ PL_EXPORT int pselect(int nfds, fd_set *r, fd_set *w, fd_set *e,
     if (r) *r = r0;
     if (w) *w = w0;
     if (e) *e = e0;
-    return pl_select_coop(nfds, r, w, e, pl_deadline_ts(ts));
+    return pl_select_coop(nfds, r, w, e, pl_deadline_ts(ts), &pl_cs_pselect);
 }
 
 /* ---- epoll ------------------------------------------------------------ */
@@ -295,7 +304,7 @@ static int pl_epoll_coop(int epfd, struct epoll_event *ev, int max, int timeout)
     int r = REAL(epoll_wait)(epfd, ev, max, 0);
 
     while (r == 0) {
-        int p = pl_park_fds(&one, 1, deadline, 0);
+        int p = pl_park_fds(&one, 1, deadline, 0, &pl_cs_epoll_wait);
         if (p < 0)
             return -1;
         r = REAL(epoll_wait)(epfd, ev, max, 0);

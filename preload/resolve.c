@@ -209,6 +209,26 @@ static int pl_rpool_max(void)
     return n < 1 ? 1 : n > 64 ? 64 : n;
 }
 
+/* How a lookup's park shows in reports, per enum pl_rkind: the name
+ * looked up, when there is one. */
+static const struct green_callsite pl_rsites[] = {
+    [PL_GAI] = {"getaddrinfo", GREEN_CALL_RESOLVER, GREEN_OBJ_TEXT},
+    [PL_GNI] = {"getnameinfo", GREEN_CALL_RESOLVER, GREEN_OBJ_NONE},
+    [PL_GHBN_R] = {"gethostbyname_r", GREEN_CALL_RESOLVER, GREEN_OBJ_TEXT},
+    [PL_GHBN2_R] = {"gethostbyname2_r", GREEN_CALL_RESOLVER, GREEN_OBJ_TEXT},
+    [PL_GHBA_R] = {"gethostbyaddr_r", GREEN_CALL_RESOLVER, GREEN_OBJ_NONE},
+};
+
+static const void *pl_rjob_obj(const struct pl_rjob *j)
+{
+    switch (j->kind) {
+    case PL_GAI: return j->u.gai.node;
+    case PL_GHBN_R:
+    case PL_GHBN2_R: return j->u.ghb.name;
+    default: return NULL;
+    }
+}
+
 /* Queues j and parks until it is delivered. If no worker thread can be
  * started at all, runs the lookup right here, blocking: slower, but the
  * caller still gets its answer. */
@@ -248,8 +268,10 @@ static void pl_rjob_submit(struct pl_rjob *j)
     pthread_mutex_unlock(&pl_rlock);
     if (start)
         pthread_cond_signal(&pl_rcond);
-    while (!j->delivered)
+    while (!j->delivered) {
+        green_note(&pl_rsites[j->kind], pl_rjob_obj(j));
         green_park(-1); /* an interrupt cannot end it: the job is on our stack */
+    }
     errno = j->err;
 }
 

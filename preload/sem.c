@@ -117,11 +117,16 @@ static int pl_sem_withdraw(struct pl_semwait *w)
 
 static void pl_sem_unpark_cb(void *g) { green_unpark(g); }
 
+PL_SITE(pl_cs_sem_wait, "sem_wait", SEM, ADDR);
+PL_SITE(pl_cs_sem_timedwait, "sem_timedwait", SEM, ADDR);
+PL_SITE(pl_cs_sem_clockwait, "sem_clockwait", SEM, ADDR);
+
 /* Waits out the one unpark a woken waiter is owed. */
-static void pl_sem_absorb(void)
+static void pl_sem_absorb(const struct green_callsite *cs, sem_t *sem)
 {
-    while (green_park(-1) < 0)
-        ; /* an interrupt is not the unpark we owe */
+    do
+        green_note(cs, sem);
+    while (green_park(-1) < 0); /* an interrupt is not the unpark we owe */
 }
 
 /* The oldest waiter? The bucket is LIFO, which is fine: the woken one
@@ -151,9 +156,12 @@ static void pl_sem_wake_one(sem_t *sem)
         green_hub_post(hub, pl_sem_unpark_cb, g);
 }
 
-/* The cooperative wait: deadline is absolute monotonic, < 0 for none.
- * Returns 0 with the semaphore taken, or -1 with errno ETIMEDOUT/EINTR. */
-static int pl_sem_wait_green(sem_t *sem, double deadline)
+/* The cooperative wait: deadline is absolute monotonic, < 0 for none;
+ * cs names the parks (with the semaphore's address, the lock's identity
+ * in a dump). Returns 0 with the semaphore taken, or -1 with errno
+ * ETIMEDOUT/EINTR. */
+static int pl_sem_wait_green(sem_t *sem, double deadline,
+                             const struct green_callsite *cs)
 {
     struct pl_semwait w;
 
@@ -170,7 +178,7 @@ static int pl_sem_wait_green(sem_t *sem, double deadline)
         pl_sem_register(&w);
         if (sem_trywait(sem) == 0) {
             if (pl_sem_withdraw(&w)) {
-                pl_sem_absorb();
+                pl_sem_absorb(cs, sem);
                 pl_sem_wake_one(sem); /* pass on the wake we were given */
             }
             return 0;
@@ -180,12 +188,13 @@ static int pl_sem_wait_green(sem_t *sem, double deadline)
             if (timeout < 0)
                 timeout = 0;
         }
+        green_note(cs, sem);
         if (green_park(timeout) == 0)
             continue; /* woken by a post: try again */
         err = errno;
         if (pl_sem_withdraw(&w)) {
             /* A post chose us as the deadline or interrupt hit. */
-            pl_sem_absorb();
+            pl_sem_absorb(cs, sem);
             if (sem_trywait(sem) == 0)
                 return 0;
         }
@@ -200,7 +209,7 @@ PL_EXPORT int sem_wait(sem_t *sem)
         return REAL(sem_wait)(sem);
     if (sem_trywait(sem) == 0)
         return 0;
-    return pl_sem_wait_green(sem, -1);
+    return pl_sem_wait_green(sem, -1, &pl_cs_sem_wait);
 }
 
 static double pl_abs_to_deadline(clockid_t clk, const struct timespec *abs)
@@ -222,7 +231,8 @@ PL_EXPORT int sem_timedwait(sem_t *sem, const struct timespec *abs)
         errno = EINVAL;
         return -1;
     }
-    return pl_sem_wait_green(sem, pl_abs_to_deadline(CLOCK_REALTIME, abs));
+    return pl_sem_wait_green(sem, pl_abs_to_deadline(CLOCK_REALTIME, abs),
+                             &pl_cs_sem_timedwait);
 }
 
 PL_EXPORT int sem_clockwait(sem_t *sem, clockid_t clk, const struct timespec *abs)
@@ -236,7 +246,8 @@ PL_EXPORT int sem_clockwait(sem_t *sem, clockid_t clk, const struct timespec *ab
         errno = EINVAL;
         return -1;
     }
-    return pl_sem_wait_green(sem, pl_abs_to_deadline(clk, abs));
+    return pl_sem_wait_green(sem, pl_abs_to_deadline(clk, abs),
+                             &pl_cs_sem_clockwait);
 }
 
 /* From any thread, green or not: green waiters must hear of it. */

@@ -29,12 +29,20 @@ static void pl_sec_ts(double s, struct timespec *ts)
     ts->tv_nsec = (long)((s - (double)ts->tv_sec) * 1e9);
 }
 
-/* Parks for seconds; returns 0, or -1/EINTR with *left set. */
-static int pl_sleep_for(double seconds, double *left)
+PL_SITE(pl_cs_sleep, "sleep", SLEEP, NONE);
+PL_SITE(pl_cs_usleep, "usleep", SLEEP, NONE);
+PL_SITE(pl_cs_nanosleep, "nanosleep", SLEEP, NONE);
+PL_SITE(pl_cs_clock_nanosleep, "clock_nanosleep", SLEEP, NONE);
+
+/* Parks for seconds (cs names the park); returns 0, or -1/EINTR with
+ * *left set. */
+static int pl_sleep_for(double seconds, double *left,
+                        const struct green_callsite *cs)
 {
     double end = pl_now() + seconds;
     int saved = errno;
 
+    green_note(cs, NULL);
     if (green_sleep(seconds) == 0) {
         errno = saved; /* other green threads ran meanwhile */
         return 0;
@@ -49,7 +57,7 @@ PL_EXPORT unsigned int sleep(unsigned int s)
 
     if (pl_likely(!pl_in_green()))
         return REAL(sleep)(s);
-    if (pl_sleep_for((double)s, &left) == 0)
+    if (pl_sleep_for((double)s, &left, &pl_cs_sleep) == 0)
         return 0;
     return (unsigned int)(left + 0.999999);
 }
@@ -60,7 +68,7 @@ PL_EXPORT int usleep(useconds_t us)
 
     if (pl_likely(!pl_in_green()))
         return REAL(usleep)(us);
-    return pl_sleep_for((double)us * 1e-6, &left);
+    return pl_sleep_for((double)us * 1e-6, &left, &pl_cs_usleep);
 }
 
 PL_EXPORT int nanosleep(const struct timespec *req, struct timespec *rem)
@@ -73,7 +81,7 @@ PL_EXPORT int nanosleep(const struct timespec *req, struct timespec *rem)
         errno = EINVAL;
         return -1;
     }
-    if (pl_sleep_for(pl_ts_sec(req), &left) == 0)
+    if (pl_sleep_for(pl_ts_sec(req), &left, &pl_cs_nanosleep) == 0)
         return 0;
     if (rem)
         pl_sec_ts(left, rem);
@@ -108,7 +116,7 @@ PL_EXPORT int clock_nanosleep(clockid_t clk, int flags,
     }
     if (seconds <= 0)
         return 0;
-    if (pl_sleep_for(seconds, &left) == 0) {
+    if (pl_sleep_for(seconds, &left, &pl_cs_clock_nanosleep) == 0) {
         errno = saved;
         return 0;
     }

@@ -22,6 +22,9 @@
 
 #include "preload/pl.h"
 
+PL_SITE(pl_cs_accept, "accept", ACCEPT, NONE);
+PL_SITE(pl_cs_connect, "connect", CONNECT, NONE);
+
 /* After an EAGAIN from accept: parks until the listener is readable, or
  * SO_RCVTIMEO (measured from the first park) runs out: -1/EAGAIN. */
 static int pl_accept_park(int fd, struct pl_fd *e, double *deadline)
@@ -30,7 +33,7 @@ static int pl_accept_park(int fd, struct pl_fd *e, double *deadline)
         pl_fd_load_timeouts(fd, e);
         *deadline = pl_deadline_us(e->rcvtimeo_us);
     }
-    return pl_wait(fd, GREEN_READ, *deadline);
+    return pl_wait(fd, GREEN_READ, *deadline, &pl_cs_accept);
 }
 
 /* A listening socket that another number (a dup) also names: O_NONBLOCK
@@ -141,7 +144,7 @@ static int pl_connect_unix_retry(int fd, const struct sockaddr *addr,
     int r;
 
     for (;;) {
-        if (pl_pause(&pause, deadline) < 0)
+        if (pl_pause(&pause, deadline, &pl_cs_connect, NULL) < 0)
             return -1;
         r = REAL(connect)(fd, addr, alen);
         if (r == 0 || errno != EAGAIN)
@@ -168,7 +171,7 @@ PL_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t alen)
         deadline = pl_deadline_us(e->sndtimeo_us);
         if (was_again && addr && addr->sa_family == AF_UNIX) {
             r = pl_connect_unix_retry(fd, addr, alen, deadline);
-        } else if (pl_wait(fd, GREEN_WRITE, deadline) < 0) {
+        } else if (pl_wait(fd, GREEN_WRITE, deadline, &pl_cs_connect) < 0) {
             if (errno == EBADF)
                 return -1; /* closed meanwhile: the number may be another
                               file's now, leave its flags alone */

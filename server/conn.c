@@ -30,6 +30,7 @@
 #include <arpa/inet.h>
 #include <unistd.h>
 
+#include "server/debug.h"
 #include "server/py.h"
 
 #define SRV_BUF_INIT 8192
@@ -136,6 +137,7 @@ void srv_conn_close(struct srv_conn *c)
     close(c->fd);
     PyMem_RawFree(c->buf);
     PyMem_RawFree(c);
+    srv_dbg_conns--;
 }
 
 /* A connection waiting for a request head that is owed an answer: one
@@ -372,6 +374,7 @@ void srv_conn_new(struct srv_listener *l, int fd, const struct sockaddr_storage 
         close(fd);
         return;
     }
+    srv_dbg_conns++;
     c->srv = srv;
     c->lst = l;
     c->fd = fd;

@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 
+#include "server/debug.h"
 #include "server/py.h"
 
 /* ---- sleep ------------------------------------------------------------ */
@@ -39,19 +40,48 @@ PyObject *srv_sleep(PyObject *self, PyObject *arg)
 
 /* ---- stats ------------------------------------------------------------ */
 
+static const char *const srv_call_names[GREEN_NCALLS] = {
+#define SRV_CALL_NAME(kind, name) name,
+    GREEN_CALLS(SRV_CALL_NAME)
+#undef SRV_CALL_NAME
+};
+
+/* {"read": n, "recv": n, ...}: parks so far per kind of call. */
+static PyObject *srv_stats_parks(const struct green_stats *st)
+{
+    PyObject *d = PyDict_New(), *v;
+
+    for (int i = 0; d && i < GREEN_NCALLS; i++) {
+        v = PyLong_FromUnsignedLongLong(st->parks[i]);
+        if (!v || PyDict_SetItemString(d, srv_call_names[i], v) < 0)
+            Py_CLEAR(d);
+        Py_XDECREF(v);
+    }
+    return d;
+}
+
 PyObject *srv_stats(PyObject *self, PyObject *unused)
 {
     struct green_stats st;
+    PyObject *parks;
 
     G.get_stats(&st);
-    return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:n}", "spawned",
-                         (unsigned long long)st.spawned, "live",
-                         (unsigned long long)st.live, "switches",
-                         (unsigned long long)st.switches, "stacks_pooled",
-                         (unsigned long long)st.stacks_pooled,
-                         "stack_high_water",
-                         (unsigned long long)st.stack_high_water, "stack_size",
-                         (Py_ssize_t)G.default_stack_size());
+    parks = srv_stats_parks(&st);
+    if (!parks)
+        return NULL;
+    return Py_BuildValue(
+        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:n,s:N,s:K,s:K}",
+        "spawned", (unsigned long long)st.spawned,
+        "live", (unsigned long long)st.live,
+        "parked", (unsigned long long)st.parked,
+        "ready", (unsigned long long)st.ready,
+        "switches", (unsigned long long)st.switches,
+        "stacks_pooled", (unsigned long long)st.stacks_pooled,
+        "stack_high_water", (unsigned long long)st.stack_high_water,
+        "stack_size", (Py_ssize_t)G.default_stack_size(),
+        "parks", parks,
+        "connections", (unsigned long long)srv_dbg_conns,
+        "requests", (unsigned long long)srv_dbg_requests);
 }
 
 /* ---- spawn and GreenThread ------------------------------------------- */
@@ -70,12 +100,15 @@ static void srv_gt_run(void *arg)
 {
     struct srv_gt *gt = arg;
     PyThreadState *ts = srv_tstate_get(gt->interp);
+    struct srv_ginfo gi = {ts, NULL, NULL, "libgreen.spawn()"};
+    struct green *self = G.current(); /* not after a fork: NULL there */
 
     if (!ts) {
         gt->done = 1; /* cannot run without a thread state */
         G.wq_wake_all(&gt->waiters);
         return;
     }
+    G.set_info(self, &gi);
     PyEval_RestoreThread(ts);
     gt->result = PyObject_Call(gt->fn, gt->args, gt->kwargs);
     if (!gt->result) {
@@ -94,7 +127,9 @@ static void srv_gt_run(void *arg)
     gt->done = 1;
     G.wq_wake_all(&gt->waiters);
     Py_DECREF(gt); /* the reference the green thread held */
+    gi.ts = NULL;
     srv_tstate_put(ts);
+    G.set_info(self, NULL);
 }
 
 PyObject *srv_spawn(PyObject *self, PyObject *args, PyObject *kwargs)

@@ -16,6 +16,7 @@
  * the hub with the GIL released (mainrun.c).
  */
 
+#include "server/debug.h"
 #include "server/py.h"
 
 /* server/listen.py, as the bytes the Makefile generated from it. */
@@ -50,8 +51,10 @@ static PyMethodDef mod_methods[] = {
     {"spawn", (PyCFunction)(void (*)(void))srv_spawn, METH_VARARGS | METH_KEYWORDS,
      "spawn(fn, *args, **kw) -> GreenThread: run fn in a new green thread"},
     {"stats", srv_stats, METH_NOARGS,
-     "stats() -> dict: green threads spawned and live, switches, pooled "
-     "stacks, and (with LIBGREEN_STACK_STATS=1) the deepest stack use"},
+     "stats() -> dict: green threads spawned, live, parked and ready,\n"
+     "switches, parks per kind of call, pooled stacks, (with\n"
+     "LIBGREEN_STACK_STATS=1) the deepest stack use, and the server's\n"
+     "connections open and requests answered"},
     {"sleep", srv_sleep, METH_O,
      "sleep(seconds): park this green thread (or run the hub) for seconds"},
     {"__getattr__", srv_module_getattr, METH_O,
@@ -154,6 +157,7 @@ PyObject *PyInit_libgreen(void)
         srv_request_types_init() < 0 || PyType_Ready(&srv_gt_type) < 0)
         return NULL;
     srv_park_hooks_init();
+    srv_debug_init();
     wsgi_methods[0].ml_doc = srv_wsgi_server_doc();
     if (!wsgi_methods[0].ml_doc)
         return PyErr_NoMemory();

@@ -12,6 +12,7 @@
  */
 #include <string.h>
 
+#include "server/debug.h"
 #include "server/log.h"
 #include "server/py.h"
 #include "server/response.h"
@@ -235,8 +236,11 @@ static void srv_run_app(struct srv_resp *r, const struct srv_request *req,
     srv_call_end(&call);
 }
 
-/* Serves one parsed request. Returns 1 to keep the connection. */
-static int srv_handle(struct srv_conn *c, struct srv_request *req, size_t head_len)
+/* Serves one parsed request. Returns 1 to keep the connection. gi (the
+ * green thread's description for debugging reports) names the request
+ * while it is served. */
+static int srv_handle(struct srv_conn *c, struct srv_request *req, size_t head_len,
+                      struct srv_ginfo *gi)
 {
     struct srv_server *srv = c->srv;
     PyObject *input;
@@ -253,6 +257,7 @@ static int srv_handle(struct srv_conn *c, struct srv_request *req, size_t head_l
         srv_line_log(&line, srv, 413, 0);
         return 0;
     }
+    gi->req = &line.req;
     input = srv_input_new(c, req, head_len);
     r = srv_resp_new(c, &line.req);
     if (!input || !r) {
@@ -260,6 +265,7 @@ static int srv_handle(struct srv_conn *c, struct srv_request *req, size_t head_l
         Py_XDECREF((PyObject *)r);
         PyErr_Clear();
         srv_send_error(c, 503, "out of memory");
+        gi->req = NULL;
         return 0;
     }
     /* A chunked body that came with the head and is already malformed
@@ -279,6 +285,7 @@ static int srv_handle(struct srv_conn *c, struct srv_request *req, size_t head_l
     Py_DECREF((PyObject *)r);
     if (PyErr_Occurred())
         PyErr_Clear();
+    gi->req = NULL;
     return keep;
 }
 
@@ -291,6 +298,8 @@ void srv_request_green(void *arg)
     size_t cap = srv->opt.limits.max_headers ? srv->opt.limits.max_headers
                                             : SRV_DEFAULT_MAX_HEADERS;
     struct srv_header *hdrs = PyMem_RawMalloc(cap * sizeof *hdrs);
+    struct srv_ginfo gi = {ts, c, NULL, NULL};
+    struct green *self = G.current(); /* not after a fork: NULL there */
 
     if (!ts || !hdrs) {
         if (ts)
@@ -300,10 +309,11 @@ void srv_request_green(void *arg)
         srv_request_done(srv);
         return;
     }
+    G.set_info(self, &gi);
     PyEval_RestoreThread(ts);
     for (;;) {
         struct srv_request req;
-        int n;
+        int n, keep;
         memset(&req, 0, sizeof req);
         req.headers = hdrs;
         req.nheaders = cap;
@@ -323,7 +333,9 @@ void srv_request_green(void *arg)
         c->requests++;
         if (srv->max_served && ++srv->served >= srv->max_served)
             req.keep_alive = 0; /* the last one: srv_done (serve.c) stops */
-        if (!srv_handle(c, &req, (size_t)n) || srv->stopping) {
+        keep = srv_handle(c, &req, (size_t)n, &gi);
+        srv_dbg_requests++;
+        if (!keep || srv->stopping) {
             srv_conn_close(c);
             break;
         }
@@ -332,7 +344,10 @@ void srv_request_green(void *arg)
             break;
         }
     }
+    gi.c = NULL; /* closed, or the hub's again */
     PyMem_RawFree(hdrs);
     srv_request_done(srv);
+    gi.ts = NULL;
     srv_tstate_put(ts);
+    G.set_info(self, NULL);
 }

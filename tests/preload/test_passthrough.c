@@ -6,8 +6,8 @@
  * hub and a green thread ready to run, they block the OS thread too: the
  * hub does not run behind the caller's back. Inside green threads,
  * regular files and character devices are read and written directly,
- * never parked (no switch happens). With LIBGREEN_HOOKS=0 even green
- * threads get the plain blocking calls.
+ * never parked (no switch happens). With LIBGREEN_HOOKS=off (or 0, false,
+ * no) even green threads get the plain blocking calls.
  */
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -371,21 +371,26 @@ static int hooks_off_child(void)
     return 0;
 }
 
+/* Every spelling of "off" turns them off. */
 TEST(hooks_off_passes_everything_through)
 {
-    int status;
-    pid_t pid = fork();
+    static const char *const off[] = {"0", "off", "false", "no", "OFF"};
 
-    CHECK(pid >= 0);
-    if (pid == 0) {
-        char *argv[] = {(char *)self_exe, "--hooks-off-child", NULL};
-        setenv("LIBGREEN_HOOKS", "0", 1);
-        execv("/proc/self/exe", argv);
-        _exit(127);
+    for (size_t i = 0; i < sizeof off / sizeof *off; i++) {
+        int status;
+        pid_t pid = fork();
+
+        CHECK(pid >= 0);
+        if (pid == 0) {
+            char *argv[] = {(char *)self_exe, "--hooks-off-child", NULL};
+            setenv("LIBGREEN_HOOKS", off[i], 1);
+            execv("/proc/self/exe", argv);
+            _exit(127);
+        }
+        CHECK(waitpid(pid, &status, 0) == pid);
+        CHECK(WIFEXITED(status));
+        CHECK(WEXITSTATUS(status) == 0);
     }
-    CHECK(waitpid(pid, &status, 0) == pid);
-    CHECK(WIFEXITED(status));
-    CHECK(WEXITSTATUS(status) == 0);
 }
 
 int main(int argc, char **argv)
