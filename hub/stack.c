@@ -29,7 +29,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "hub/hub_internal.h"
@@ -164,31 +163,6 @@ void hub_stack_pool_free(struct hub *hub)
 static struct sigaction hub_old_segv, hub_old_bus;
 static pthread_once_t hub_segv_once = PTHREAD_ONCE_INIT;
 
-/* Async-signal-safe formatting: decimal into buf, returns length. */
-static size_t hub_fmt_u64(char *buf, uint64_t v)
-{
-    char tmp[24];
-    size_t n = 0, i;
-
-    do
-        tmp[n++] = (char)('0' + v % 10);
-    while ((v /= 10));
-    for (i = 0; i < n; i++)
-        buf[i] = tmp[n - 1 - i];
-    return n;
-}
-
-static void hub_write_all(const char *s, size_t n)
-{
-    while (n) {
-        ssize_t w = syscall(SYS_write, 2, s, n); /* not our own write() */
-        if (w <= 0)
-            return;
-        s += w;
-        n -= (size_t)w;
-    }
-}
-
 static void hub_segv(int sig, siginfo_t *si, void *uctx)
 {
     struct green *g = hub_tls_current;
@@ -197,23 +171,21 @@ static void hub_segv(int sig, siginfo_t *si, void *uctx)
     if (g && g->stack_lo) {
         char *addr = si->si_addr, *lo = g->stack_lo;
         if (addr < lo && addr >= lo - HUB_GUARD) {
-            char msg[256];
-            size_t n = 0;
-            const char *a = "libgreen: green thread ", *b = " overflowed its ",
-                       *c = " KiB stack; set LIBGREEN_STACK_SIZE larger "
-                            "(e.g. LIBGREEN_STACK_SIZE=4m) or pass a bigger "
-                            "stack_size\n";
-            memcpy(msg + n, a, strlen(a)), n += strlen(a);
-            n += hub_fmt_u64(msg + n, g->id);
+            struct hub_report r; /* async-signal-safe (hub/report.h) */
+            hub_report_init(&r, 2);
+            hub_report_str(&r, "libgreen: green thread ");
+            hub_report_u64(&r, g->id);
             if (g->name[0]) {
-                msg[n++] = ' ', msg[n++] = '(';
-                memcpy(msg + n, g->name, strlen(g->name)), n += strlen(g->name);
-                msg[n++] = ')';
+                hub_report_str(&r, " (");
+                hub_report_str(&r, g->name);
+                hub_report_str(&r, ")");
             }
-            memcpy(msg + n, b, strlen(b)), n += strlen(b);
-            n += hub_fmt_u64(msg + n, g->stack_size / 1024);
-            hub_write_all(msg, n);
-            hub_write_all(c, strlen(c));
+            hub_report_str(&r, " overflowed its ");
+            hub_report_u64(&r, g->stack_size / 1024);
+            hub_report_str(&r, " KiB stack; set LIBGREEN_STACK_SIZE larger "
+                               "(e.g. LIBGREEN_STACK_SIZE=4m) or pass a bigger "
+                               "stack_size\n");
+            hub_report_flush(&r);
             signal(SIGABRT, SIG_DFL);
             abort();
         }

@@ -19,7 +19,11 @@
  * lock: it only compares them from one look to the next, and a stale value
  * delays a warning by one period. Its own fields in struct hub (wd_*) are
  * its alone. The signal may end a system call of the stuck code early with
- * EINTR, as any signal may.
+ * EINTR, as any signal may. Like faulthandler's, the report is best
+ * effort: it reads Python frames that may be changing, and libunwind looks
+ * up the loaded objects under the dynamic loader's lock, which a thread
+ * stuck inside dlopen() would hold. It is a diagnostic to turn on when
+ * needed.
  *
  * fork: the thread does not exist in the child; hub/debug.c starts a new
  * one when the child's first hub runs. Hubs left from the parent stay in

@@ -30,9 +30,18 @@ static pthread_once_t srv_dbg_once = PTHREAD_ONCE_INIT;
 static void srv_dbg_forget_ts(void) { srv_dbg_ts = NULL; }
 static void srv_dbg_atfork(void) { pthread_atfork(NULL, NULL, srv_dbg_forget_ts); }
 
-/* Hub context, no thread state attached: take the GIL for the dump. */
+/* Hub context, no thread state attached: take the GIL for the dump -
+ * unless the interpreter is shutting down, where taking it would end
+ * this thread (the stacks are then read without it). */
 static void *srv_dbg_enter(void)
 {
+#if PY_VERSION_HEX >= 0x030D0000
+    if (Py_IsFinalizing())
+        return NULL;
+#else
+    if (_Py_IsFinalizing())
+        return NULL;
+#endif
     if (!srv_dbg_ts) {
         pthread_once(&srv_dbg_once, srv_dbg_atfork);
         srv_dbg_ts = PyThreadState_New(srv_dbg_interp);
