@@ -33,9 +33,14 @@ QUICK_DEATH = 2.0      # seconds: a worker dying sooner died "at once"
 BACKOFF_MAX = 30.0     # seconds between restarts of a worker that keeps dying
 KILL_MARGIN = 5.0      # seconds past graceful_timeout before SIGKILL
 ABORT_GRACE = 2.0      # seconds between SIGABRT and SIGKILL for a hung worker
+# Passed on to every worker: USR1/USR2 for the app, and libgreen's own
+# debugging toggles (USR2 dumps, RTMIN+1 flips the trace, RTMIN+2 prints
+# statistics). The master runs no hub, so without this their default
+# action would end it.
+FORWARDED_SIGNALS = (_signal.SIGUSR1, _signal.SIGUSR2,
+                     _signal.SIGRTMIN + 1, _signal.SIGRTMIN + 2)
 MASTER_SIGNALS = (_signal.SIGHUP, _signal.SIGTERM, _signal.SIGINT, _signal.SIGQUIT,
-                  _signal.SIGTTIN, _signal.SIGTTOU, _signal.SIGCHLD,
-                  _signal.SIGUSR1, _signal.SIGUSR2)
+                  _signal.SIGTTIN, _signal.SIGTTOU, _signal.SIGCHLD) + FORWARDED_SIGNALS
 
 
 def log(message):
@@ -309,7 +314,7 @@ class Master:
             if self.count > 1:
                 self.count -= 1
             log('SIGTTOU: %d worker(s)' % self.count)
-        elif sig in (_signal.SIGUSR1, _signal.SIGUSR2):
+        elif sig in FORWARDED_SIGNALS:
             for w in self.workers.values():
                 w.signal(sig)
 

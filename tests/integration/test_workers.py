@@ -361,3 +361,19 @@ def test_max_requests_replaces_the_worker(libgreen, tmp_path):
     cmd.wait_for(r"worker %d exited \(max_requests reached\)" % first)
     (second,) = cmd.wait_workers(lambda p: len(p) == 1 and first not in p)
     assert int(get(addr)[1]) == second
+
+
+def test_master_passes_debug_signals_to_workers(libgreen, tmp_path):
+    """The master runs no hub: libgreen's debugging signals sent to it
+    must reach the workers, not end the master."""
+    cmd, addr = start(libgreen, tmp_path, HELLO, workers=2)
+    pids = cmd.worker_pids()
+    mark = cmd.mark()
+    cmd.send(signal.SIGRTMIN + 2)          # statistics, from every worker
+    cmd.wait_for(r'"event":"libgreen.stats"', since=mark, count=2)
+    cmd.send(signal.SIGRTMIN + 1)          # trace on, then off again
+    cmd.send(signal.SIGRTMIN + 1)
+    cmd.send(signal.SIGUSR2)               # a dump
+    assert get(addr)[0] == 200
+    assert cmd.worker_pids() == pids       # nobody died, master included
+    assert cmd.proc.poll() is None
