@@ -264,6 +264,7 @@ void hub_debug_atfork_child(void)
     hub_dbg_signal_hub = NULL;
     hub_dbg_armed = 0;
     hub_watchdog_atfork_child();
+    hub_unwind_atfork_child();
 }
 
 /* What signals asked for since this hub last looked (hub context). */

@@ -232,6 +232,7 @@ HIDDEN void hub_watchdog_atfork_child(void);
 
 /* unwind.c: C stacks (a line saying why not, without libunwind) */
 HIDDEN int hub_unwind_load(void);
+HIDDEN void hub_unwind_atfork_child(void);
 HIDDEN void hub_unwind_green(struct hub_report *r, struct green *g);
 HIDDEN void hub_unwind_signal(struct hub_report *r, void *ucontext);
 

@@ -62,7 +62,7 @@ int hub_unwind_load(void)
 
     pthread_mutex_lock(&hub_unw_lock);
     if (hub_unw_state == 0) {
-        hub_unw_state = -1;
+        int state = -1;
         h = dlopen(HUB_UNWIND_SONAME, RTLD_NOW | RTLD_LOCAL);
         if (h) {
             *(void **)&hub_unw.init_local2 = dlsym(h, HUB_STR(unw_init_local2));
@@ -72,11 +72,19 @@ int hub_unwind_load(void)
             *(void **)&hub_unw.get_proc_info = dlsym(h, HUB_STR(unw_get_proc_info));
             if (hub_unw.init_local2 && hub_unw.step && hub_unw.get_reg &&
                 hub_unw.get_proc_name && hub_unw.get_proc_info)
-                hub_unw_state = 1;
+                state = 1;
         }
+        hub_unw_state = state;
     }
     pthread_mutex_unlock(&hub_unw_lock);
     return hub_unw_state > 0 ? 0 : -1;
+}
+
+/* A fork while another thread was loading libunwind: the child's lock is
+ * free, and the child tries again (the state is set only once known). */
+void hub_unwind_atfork_child(void)
+{
+    pthread_mutex_init(&hub_unw_lock, NULL);
 }
 
 /* The file name part of the object that holds ip (not in signal
@@ -195,6 +203,7 @@ void hub_unwind_signal(struct hub_report *r, void *ucontext)
 #else /* no libunwind here, or not x86-64 */
 
 int hub_unwind_load(void) { return -1; }
+void hub_unwind_atfork_child(void) {}
 
 void hub_unwind_green(struct hub_report *r, struct green *g)
 {
