@@ -308,8 +308,6 @@ static const char *hub_trace_outcome(const struct green *g, int err)
 void hub_trace_line(struct green *g, int err)
 {
     struct hub_report r;
-    char desc[512];
-    size_t n = 0;
     double waited = hub_mono_now() - g->wait.trace_t0;
 
     g->wait.trace_t0 = 0;
@@ -324,13 +322,7 @@ void hub_trace_line(struct green *g, int err)
     hub_report_secs(&r, waited);
     hub_report_str(&r, " s: ");
     hub_report_str(&r, hub_trace_outcome(g, err));
-    if (g->info && hub_debug_hooks && hub_debug_hooks->describe)
-        n = hub_debug_hooks->describe(g->info, desc, sizeof desc);
-    if (n) {
-        hub_report_str(&r, " [");
-        hub_report_mem(&r, desc, n < sizeof desc ? n : sizeof desc);
-        hub_report_str(&r, "]");
-    }
+    hub_dump_describe(&r, g, " [", "]");
     hub_report_str(&r, "\n");
     hub_report_flush(&r);
 }

@@ -118,11 +118,28 @@ static void hub_dump_state(struct hub_report *r, const struct green *g)
     }
 }
 
-static void hub_dump_green(struct hub_report *r, struct green *g)
+/* The layer above's one-line description of g (its request line), put
+ * between before and after; nothing at all when there is none. Async-
+ * signal-safe as long as the describe hook is. */
+void hub_dump_describe(struct hub_report *r, const struct green *g,
+                       const char *before, const char *after)
 {
     const struct green_debug_hooks *hooks = hub_debug_hooks;
     char desc[512];
     size_t n = 0;
+
+    if (g->info && hooks && hooks->describe)
+        n = hooks->describe(g->info, desc, sizeof desc);
+    if (!n)
+        return;
+    hub_report_str(r, before);
+    hub_report_mem(r, desc, n < sizeof desc ? n : sizeof desc);
+    hub_report_str(r, after);
+}
+
+static void hub_dump_green(struct hub_report *r, struct green *g)
+{
+    const struct green_debug_hooks *hooks = hub_debug_hooks;
 
     hub_report_str(r, "\ngreen thread ");
     hub_report_u64(r, g->id);
@@ -134,13 +151,7 @@ static void hub_dump_green(struct hub_report *r, struct green *g)
     hub_report_str(r, ": ");
     hub_dump_state(r, g);
     hub_report_str(r, "\n");
-    if (g->info && hooks && hooks->describe)
-        n = hooks->describe(g->info, desc, sizeof desc);
-    if (n) {
-        hub_report_str(r, "  ");
-        hub_report_mem(r, desc, n < sizeof desc ? n : sizeof desc);
-        hub_report_str(r, "\n");
-    }
+    hub_dump_describe(r, g, "  ", "\n");
     hub_report_str(r, "C stack (most recent call first):\n");
     hub_unwind_green(r, g);
     hub_report_flush(r);

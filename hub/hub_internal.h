@@ -225,6 +225,8 @@ HIDDEN void hub_dump(struct hub *hub, int fd, const char *why);
 HIDDEN void hub_dump_stats_line(struct hub *hub, int fd);
 /* "recv on fd 9 (read)": what g's current or last park waits on */
 HIDDEN void hub_dump_wait(struct hub_report *r, const struct green *g);
+HIDDEN void hub_dump_describe(struct hub_report *r, const struct green *g,
+                              const char *before, const char *after);
 
 /* watchdog.c */
 HIDDEN int hub_watchdog_start(double warn_ms);

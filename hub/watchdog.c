@@ -52,8 +52,6 @@ static void hub_wd_on_signal(int sig, siginfo_t *si, void *uc)
     struct hub *hub = hub_tls_hub;
     struct green *g = hub_tls_current;
     struct hub_report r;
-    char desc[512];
-    size_t n = 0;
     int saved = errno, fd = hub_debug_out_fd();
 
     (void)sig;
@@ -71,13 +69,7 @@ static void hub_wd_on_signal(int sig, siginfo_t *si, void *uc)
     hub_report_str(&r, " waits for it (LIBGREEN_BLOCK_WARN_MS=");
     hub_report_u64(&r, (uint64_t)hub_wd_ms);
     hub_report_str(&r, ")\n");
-    if (g->info && hooks && hooks->describe)
-        n = hooks->describe(g->info, desc, sizeof desc);
-    if (n) {
-        hub_report_str(&r, "  ");
-        hub_report_mem(&r, desc, n < sizeof desc ? n : sizeof desc);
-        hub_report_str(&r, "\n");
-    }
+    hub_dump_describe(&r, g, "  ", "\n");
     hub_report_str(&r, "C stack (most recent call first):\n");
     hub_unwind_signal(&r, uc);
     hub_report_flush(&r);
