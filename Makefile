@@ -36,6 +36,13 @@ LDLIBS := -lev -lm -ldl -pthread
 # refuses to import against a libgreen.so of another id (server/api.c).
 # The command line may set it (`make BUILD_ID=x`), the environment may
 # not (CI systems export a BUILD_ID of their own).
+# The version, kept in one place: the first line of debian/changelog. The
+# man page, the .deb and the wheel carry it.
+VERSION := $(shell sed -n '1s/^[^(]*(\([^)]*\)).*/\1/p' debian/changelog)
+# The compiler's multiarch triplet (x86_64-linux-gnu): the launcher also
+# looks for libgreen.so in ../lib/TRIPLET/libgreen (the Debian package).
+MULTIARCH := $(shell $(CC) -print-multiarch 2>/dev/null)
+
 BUILD_ID := $(shell sha256sum $(sort $(wildcard hub/* preload/* server/*)) | \
                     sha256sum | cut -c1-16)
 
@@ -81,7 +88,8 @@ SERVER_TESTS := $(patsubst tests/server/%.c,$(B)/tests/server/%,$(wildcard tests
 UNIT_TESTS := $(HUB_TESTS) $(PRELOAD_TESTS) $(SERVER_TESTS)
 
 .PHONY: all help deps test unit asan integration matrix regrtest bench bench-switch bench-calls \
-        bench-parse bench-wsgi bench-memory run fuzz clean options-doc transparency install FORCE
+        bench-parse bench-wsgi bench-memory run fuzz clean options-doc transparency install FORCE \
+        man deb wheel test-deb test-wheel
 .DEFAULT_GOAL := all
 
 all: $(B)/libgreen.so $(PY_SOS) $(B)/libgreen
@@ -104,7 +112,11 @@ help:
 	@echo "make bench        switch + parse + wsgi benchmarks"
 	@echo "make fuzz         fuzz the HTTP parser (FUZZ_SECONDS, default 60)"
 	@echo "make options-doc  rewrite README's server options table from server/options.def"
-	@echo "make install      PREFIX/bin/libgreen and PREFIX/lib/libgreen/*.so (PREFIX=/usr/local, DESTDIR)"
+	@echo "make install      PREFIX/bin/libgreen, LIBDIR/*.so, the man page (PREFIX=/usr/local, DESTDIR)"
+	@echo "make deb          build/libgreen_VERSION_ARCH.deb (dpkg-buildpackage), checked by lintian"
+	@echo "make wheel        build/wheel/libgreen-VERSION-py3-none-linux_x86_64.whl (no network)"
+	@echo "make test-deb     install the .deb, serve an app through its units, purge it (root)"
+	@echo "make test-wheel   venvs with the wheel installed serve an app installed in them"
 	@echo "make clean        remove build/"
 	@echo "Python server modules built for: $(PY_VERS)"
 	@echo "MODE=release|debug|asan picks the build flavour (objects under build/)"
@@ -160,7 +172,8 @@ $(B)/gen/server/%.py.inc: server/%.py
 
 # The `libgreen` command (server/launcher.c): plain C, no Python headers.
 $(B)/libgreen: server/launcher.c
-	$(CC) $(filter-out -fPIC,$(CFLAGS)) $(MODE_LDFLAGS) $< -o $@
+	$(CC) $(filter-out -fPIC,$(CFLAGS)) $(if $(MULTIARCH),-DLG_MULTIARCH='"$(MULTIARCH)"') \
+	    $(MODE_LDFLAGS) $< -o $@
 
 # libgreen_pyXY.so: Python symbols stay undefined and resolve against the
 # running interpreter; only PyInit_libgreen is exported.
@@ -296,14 +309,48 @@ fuzz:
 options-doc: $(B)/libgreen.so $(PY_SOS)
 	LIBGREEN_SO=$(abspath $(B)/libgreen.so) $(PYTHON) scripts/gen-options-doc
 
-# The command and the objects it loads; the launcher finds libgreen.so in
-# ../lib/libgreen next to itself, and libgreen.so its libgreen_pyXY.so
-# in its own directory.
+# libgreen(1), from the command's own flag table (scripts/gen-manpage).
+man: $(B)/libgreen.1
+$(B)/libgreen.1: $(B)/libgreen.so $(PY_SOS) scripts/gen-manpage debian/changelog
+	LIBGREEN_SO=$(abspath $(B)/libgreen.so) $(PYTHON) scripts/gen-manpage \
+	    --version $(VERSION) --out $@
+
+# The command, the objects it loads and its man page. The launcher finds
+# libgreen.so in ../lib/libgreen or ../lib/TRIPLET/libgreen relative to
+# itself, so LIBDIR is one of those two; libgreen.so finds its
+# libgreen_pyXY.so in its own directory.
 PREFIX ?= /usr/local
-install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/libgreen
+LIBDIR ?= $(PREFIX)/lib/libgreen
+install: all man
+	@case '$(LIBDIR)' in '$(PREFIX)/lib/libgreen'|'$(PREFIX)/lib/$(MULTIARCH)/libgreen') ;; \
+	 *) echo 'make install: LIBDIR must be $(PREFIX)/lib/libgreen or' \
+	         '$(PREFIX)/lib/$(MULTIARCH)/libgreen, where $(PREFIX)/bin/libgreen looks' >&2; \
+	    exit 2;; esac
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PREFIX)/share/man/man1
 	install -m 755 $(B)/libgreen $(DESTDIR)$(PREFIX)/bin/libgreen
-	install -m 644 $(B)/libgreen.so $(PY_SOS) $(DESTDIR)$(PREFIX)/lib/libgreen/
+	install -m 644 $(B)/libgreen.so $(PY_SOS) $(DESTDIR)$(LIBDIR)/
+	install -m 644 $(B)/libgreen.1 $(DESTDIR)$(PREFIX)/share/man/man1/libgreen.1
+
+# ---- packages (issue 11; README "Installing from a package") -------------
+
+# The Debian package, built by dpkg-buildpackage from a copy of this tree
+# (its outputs land next to the tree it builds), then checked by lintian.
+deb:
+	@scripts/build-deb $(VERSION)
+
+# One wheel for every CPython whose server module was built (see
+# packaging/wheel/setup.py for why one, not one per version).
+wheel: all
+	@scripts/build-wheel $(VERSION) $(B)
+
+# As root: installs the .deb with apt-get, serves an app through its
+# units, purges it, checks nothing is left. Changes the system for a
+# minute, so not part of `make test`.
+test-deb: deb
+	$(PYTHON) -m pytest -q tests/package/test_deb.py
+
+test-wheel: wheel
+	$(PYTHON) -m pytest -q tests/package/test_wheel.py
 
 run: deps
 	@$(MAKE) --no-print-directory all

@@ -7,9 +7,12 @@
  * without a second exec. Everything else - flags, workers, privileges -
  * is cli.py's. This file only decides two paths:
  *
- *   libgreen.so  $LIBGREEN_SO; else next to this program (build/); else
- *                ../lib/libgreen/libgreen.so relative to it (the layout
- *                `make install` makes)
+ *   libgreen.so  $LIBGREEN_SO; else next to this program (build/, the
+ *                wheel); else ../lib/libgreen/libgreen.so relative to it
+ *                (`make install`'s default layout); else
+ *                ../lib/TRIPLET/libgreen/libgreen.so (the Debian package's
+ *                private directory; TRIPLET is the compiler's multiarch
+ *                name, LG_MULTIARCH, e.g. x86_64-linux-gnu)
  *   python       --python PATH (or --python=PATH) among the arguments;
  *                else $LIBGREEN_PYTHON; else /usr/bin/python3
  *
@@ -25,6 +28,9 @@
 #include <unistd.h>
 
 #define LG_DEFAULT_PYTHON "/usr/bin/python3"
+#ifndef LG_MULTIARCH
+#define LG_MULTIARCH "x86_64-linux-gnu"
+#endif
 
 /* What the interpreter runs: import the module (the preload registered
  * it) and hand over to cli.py. argv[1] of the script is this program's
@@ -88,10 +94,12 @@ static void lg_find_so(char *so)
     }
     lg_self_dir(dir, sizeof dir);
     if (lg_try_so(so, dir, "libgreen.so") ||
-        lg_try_so(so, dir, "../lib/libgreen/libgreen.so"))
+        lg_try_so(so, dir, "../lib/libgreen/libgreen.so") ||
+        lg_try_so(so, dir, "../lib/" LG_MULTIARCH "/libgreen/libgreen.so"))
         return;
     lg_die("libgreen.so is neither next to this program (%s) nor in "
-           "%s/../lib/libgreen; reinstall it, or set LIBGREEN_SO", dir, dir);
+           "%s/../lib/libgreen or %s/../lib/" LG_MULTIARCH "/libgreen; "
+           "reinstall it, or set LIBGREEN_SO", dir, dir, dir);
 }
 
 /* --python PATH or --python=PATH, up to a "--". NULL if absent. */
