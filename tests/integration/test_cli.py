@@ -435,15 +435,19 @@ def test_allow_root_opt_in(libgreen, tmp_path):
 
 # ---- installing -----------------------------------------------------------
 
-def test_make_install_works_from_anywhere(tmp_path):
+# the default layout, and the Debian package's (lib/TRIPLET/libgreen)
+@pytest.mark.parametrize("libdir", ["lib/libgreen", "lib/x86_64-linux-gnu/libgreen"])
+def test_make_install_works_from_anywhere(tmp_path, libdir):
     dest = tmp_path / "dest"
     r = subprocess.run(["make", "-s", "-C", str(REPO), "install", "PREFIX=/opt/lg",
-                        f"DESTDIR={dest}"], capture_output=True, timeout=300)
+                        f"LIBDIR=/opt/lg/{libdir}", f"DESTDIR={dest}"],
+                       capture_output=True, timeout=300)
     assert r.returncode == 0, r.stderr.decode()
     prefix = dest / "opt" / "lg"
     assert os.access(prefix / "bin" / "libgreen", os.X_OK)
-    assert (prefix / "lib" / "libgreen" / "libgreen.so").is_file()
-    assert list((prefix / "lib" / "libgreen").glob("libgreen_py3*.so"))
+    assert (prefix / libdir / "libgreen.so").is_file()
+    assert list((prefix / libdir).glob("libgreen_py3*.so"))
+    assert r"\-\-bind" in (prefix / "share" / "man" / "man1" / "libgreen.1").read_text()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     write_app(elsewhere, "hello", HELLO)
@@ -461,7 +465,7 @@ def test_make_install_works_from_anywhere(tmp_path):
         port = int(line.rsplit(b":", 1)[1])
         assert get(("127.0.0.1", port))[0] == 200
         maps = open(f"/proc/{cmd.pid}/maps").read()
-        assert str(prefix / "lib" / "libgreen" / "libgreen.so") in maps
+        assert str(prefix / libdir / "libgreen.so") in maps
     finally:
         cmd.send_signal(signal.SIGTERM)
         try:
