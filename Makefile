@@ -134,11 +134,13 @@ $(B)/obj/%.o: %.S
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
-# Rewritten only when the id changes, so only the two files that include
-# it (preload/boot.c, server/api.c) recompile after an edit elsewhere.
+# Rewritten only when the id or the version changes, so only the files
+# that include it (preload/boot.c, server/api.c, server/module.c)
+# recompile after an edit elsewhere.
 $(B)/gen/build_id.h: FORCE
 	@mkdir -p $(dir $@)
-	@echo '#define LIBGREEN_BUILD_ID "$(BUILD_ID)"' >$@.tmp
+	@{ echo '#define LIBGREEN_BUILD_ID "$(BUILD_ID)"'; \
+	   echo '#define LIBGREEN_VERSION "$(VERSION)"'; } >$@.tmp
 	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv -f $@.tmp $@; fi
 FORCE:
 
@@ -186,7 +188,7 @@ $(B)/obj/py$(1)/server/module.o: $(patsubst %,$(B)/gen/%.inc,$(EMBEDDED_PY))
 
 $(B)/obj/py$(1)/server/lazy.o: $(B)/gen/server/gunicorn.py.inc
 
-$(B)/obj/py$(1)/server/api.o: $(B)/gen/build_id.h
+$(B)/obj/py$(1)/server/api.o $(B)/obj/py$(1)/server/module.o: $(B)/gen/build_id.h
 
 $(B)/libgreen_py$(1).so: $(patsubst %.c,$(B)/obj/py$(1)/%.o,$(PYSERVER_SRCS))
 	$$(CC) -shared $$(MODE_LDFLAGS) -o $$@ $$^ -lev

@@ -178,6 +178,9 @@ def _build_parser(server_opts):
                 allow_abbrev=False)
     p.add_argument('app', nargs='?', metavar='APP',
                    help='MODULE:NAME or MODULE:FACTORY(ARGS) [LIBGREEN_APP]')
+    p.add_argument('--version', action='version',
+                   version='%(prog)s ' + _libgreen.__version__,
+                   help="print libgreen's version and exit")
     own = p.add_argument_group('the command')
     taken = set()
     for flags, dest, env, metavar, many, text in OWN_FLAGS:

@@ -9,6 +9,7 @@
  *   libgreen.wsgi.FileWrapper                                 (filewrapper.c)
  *   libgreen.GunicornWorker, made on first use   (lazy.c, gunicorn.py)
  *   libgreen._cli_main() -> exit status   the `libgreen` command (cli.py)
+ *   libgreen.__version__   debian/changelog's version, baked in by the Makefile
  *
  * Shaped like eventlet's API so its deployment docs carry over. Python
  * code runs in green threads (spawn, requests) each with its own thread
@@ -16,6 +17,7 @@
  * the hub with the GIL released (mainrun.c).
  */
 
+#include "build_id.h"
 #include "server/debug.h"
 #include "server/py.h"
 
@@ -168,6 +170,7 @@ PyObject *PyInit_libgreen(void)
     if (PyModule_AddObjectRef(wsgi, "FileWrapper", (PyObject *)&srv_filewrapper_type) < 0 ||
         PyModule_AddObjectRef(m, "GreenThread", (PyObject *)&srv_gt_type) < 0 ||
         PyModule_AddObjectRef(m, "wsgi", wsgi) < 0 ||
+        PyModule_AddStringConstant(m, "__version__", LIBGREEN_VERSION) < 0 ||
         PyModule_AddObject(m, "__path__", PyList_New(0)) < 0 ||
         PyDict_SetItemString(PyImport_GetModuleDict(), "libgreen.wsgi", wsgi) < 0 ||
         srv_run_source(m, srv_listen_py, "<libgreen server/listen.py>") < 0)

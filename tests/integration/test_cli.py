@@ -435,6 +435,13 @@ def test_allow_root_opt_in(libgreen, tmp_path):
 
 # ---- installing -----------------------------------------------------------
 
+def test_version_is_the_changelogs(tmp_path):
+    first = (REPO / "debian" / "changelog").read_text().splitlines()[0]
+    version = first.split("(", 1)[1].split(")", 1)[0]
+    status, out, err = run(["--version"], tmp_path)
+    assert (status, out, err) == (0, f"libgreen {version}\n", "")
+
+
 # the default layout, and the Debian package's (lib/TRIPLET/libgreen)
 @pytest.mark.parametrize("libdir", ["lib/libgreen", "lib/x86_64-linux-gnu/libgreen"])
 def test_make_install_works_from_anywhere(tmp_path, libdir):
