@@ -349,6 +349,8 @@ wheel: all
 # units, purges it, checks nothing is left. Changes the system for a
 # minute, so not part of `make test`.
 test-deb: deb
+	@if [ -d /run/systemd/system ]; then echo "test-deb: systemd runs: the app is served by systemctl"; \
+	 else echo "test-deb: systemd is not PID 1: the test runs the installed units' ExecStart= as systemd would"; fi
 	$(PYTHON) -m pytest -q tests/package/test_deb.py
 
 test-wheel: wheel
