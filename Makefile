@@ -30,12 +30,6 @@ CFLAGS := -std=gnu11 -fPIC -fvisibility=hidden -I. -I$(B)/gen -D_GNU_SOURCE \
           -pthread $(WARN) $(MODE_CFLAGS) $(EXTRA_CFLAGS)
 LDLIBS := -lev -lm -ldl -pthread
 
-# The build id, baked into libgreen.so and every libgreen_pyXY.so: a hash
-# of the names and contents of every file of hub/ (hub/api.def, the table
-# the two objects share, included), preload/ and server/. The server
-# refuses to import against a libgreen.so of another id (server/api.c).
-# The command line may set it (`make BUILD_ID=x`), the environment may
-# not (CI systems export a BUILD_ID of their own).
 # The version, kept in one place: the first line of debian/changelog. The
 # man page, the .deb and the wheel carry it.
 VERSION := $(shell sed -n '1s/^[^(]*(\([^)]*\)).*/\1/p' debian/changelog)
@@ -43,6 +37,12 @@ VERSION := $(shell sed -n '1s/^[^(]*(\([^)]*\)).*/\1/p' debian/changelog)
 # looks for libgreen.so in ../lib/TRIPLET/libgreen (the Debian package).
 MULTIARCH := $(shell $(CC) -print-multiarch 2>/dev/null)
 
+# The build id, baked into libgreen.so and every libgreen_pyXY.so: a hash
+# of the names and contents of every file of hub/ (hub/api.def, the table
+# the two objects share, included), preload/ and server/. The server
+# refuses to import against a libgreen.so of another id (server/api.c).
+# The command line may set it (`make BUILD_ID=x`), the environment may
+# not (CI systems export a BUILD_ID of their own).
 BUILD_ID := $(shell sha256sum $(sort $(wildcard hub/* preload/* server/*)) | \
                     sha256sum | cut -c1-16)
 
