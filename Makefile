@@ -343,7 +343,7 @@ deb:
 # One wheel for every CPython whose server module was built (see
 # packaging/wheel/setup.py for why one, not one per version).
 wheel: all
-	@scripts/build-wheel $(VERSION) $(B)
+	@scripts/build-wheel $(VERSION) $(B) $(PY_SOS)
 
 # As root: installs the .deb with apt-get, serves an app through its
 # units, purges it, checks nothing is left. Changes the system for a
