@@ -8,8 +8,7 @@ network namespace, as an operator would run it on a machine of its own:
 
 It gets a session of its own (its process group is the master's pid,
 which the workers share), so a hard kill reaches master and workers at
-once, and `setpriv --pdeathsig TERM` in front, so a master whose test
-died stops by itself. Its stderr goes to hN.log in the run's directory;
+once. Its stderr goes to hN.log in the run's directory;
 the test waits on that file and on HTTP probes, never on fixed sleeps.
 """
 
@@ -67,8 +66,7 @@ class Host:
         self.started = []      # every master we started: cleanup kills each group
 
     def argv(self):
-        return ["setpriv", "--pdeathsig", "TERM",
-                "ip", "netns", "exec", self.netns, str(self.launcher),
+        return ["ip", "netns", "exec", self.netns, str(self.launcher),
                 "--user", "nobody", "--bind", "%s:%d" % self.address,
                 "--workers", "2", "--forwarded-allow-ips", self.nginx_address,
                 "--graceful-timeout", "10", "--no-log-output",
@@ -78,7 +76,7 @@ class Host:
                 "app:app"]
 
     def start(self):
-        """Starts the master (setpriv and ip exec it in place: one pid)
+        """Starts the master (ip execs it in place: one pid)
         and returns once the host answers."""
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,

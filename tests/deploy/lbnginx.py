@@ -63,7 +63,7 @@ class Nginx:
     def start(self):
         conf = self.tmp / "nginx.conf"
         conf.write_text(self.config())
-        argv = ["setpriv", "--pdeathsig", "TERM", find_nginx(), "-p", str(self.tmp),
+        argv = [find_nginx(), "-p", str(self.tmp),
                 "-c", str(conf), "-e", str(self.error_log), "-g", "daemon off;"]
         with open(self.tmp / "nginx.out", "wb") as out:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,

@@ -47,6 +47,7 @@ class Load:
     def __init__(self, port, clients=12):
         self.port = port
         self.results = []
+        self.last = {}             # host -> when the newest request it answered was sent
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.threads = [threading.Thread(target=self._client, daemon=True)
@@ -93,6 +94,8 @@ class Load:
             r = self._one(conn, next(self.ids))
             with self.lock:
                 self.results.append(r)
+                if r.host:
+                    self.last[r.host] = max(self.last.get(r.host, 0.0), r.sent)
         conn.close()
 
     def snapshot(self):
@@ -105,7 +108,7 @@ class Load:
         end = time.monotonic() + timeout
         while True:
             with self.lock:
-                if any(r.host == host and r.sent > since for r in reversed(self.results)):
+                if self.last.get(host, 0.0) > since:
                     return time.monotonic() - since
             if time.monotonic() > end:
                 raise RuntimeError(f"nginx sent {host} no request within {timeout} s "

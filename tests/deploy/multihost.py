@@ -20,11 +20,13 @@ a POST (loadgen.py). Four phases, each under that load:
                was unanswered at the kill. How many, and how many of
                them the app had started or finished, is printed.
 
-Needs root, iproute2 (ip netns), setpriv and nginx; without them it says
-why in one line and exits 77 (skipped). Bounded (TIME_LIMIT); every
+Needs root, iproute2 (ip netns) and nginx; without them it says
+why in one line and exits 77 (skipped). LIBGREEN_COMMAND=/usr/bin/libgreen
+runs the hosts with an installed command instead of build/libgreen. Bounded (TIME_LIMIT); every
 process it starts is killed by PID and every namespace it made is
-deleted on every way out (finally, atexit, SIGTERM/SIGINT/SIGHUP), and a
-leftover of an earlier run that died is removed first. Traffic stays in
+deleted on every way out (finally, atexit, SIGTERM/SIGINT/SIGHUP; a
+guard process if the test is killed outright: netns.py), and a leftover
+of an earlier run that died anyway is removed first. Traffic stays in
 the private namespaces.
 """
 
@@ -70,9 +72,8 @@ def unavailable():
     """None, or why this machine cannot run the test."""
     if os.geteuid() != 0:
         return "needs root (it makes network namespaces): run it as root"
-    for tool, pkg in (("ip", "iproute2"), ("setpriv", "util-linux")):
-        if not shutil.which(tool, path=lbnginx.SBIN_PATH):
-            return f"{tool} is not installed: install {pkg} (scripts/install-deps)"
+    if not shutil.which("ip", path=lbnginx.SBIN_PATH):
+        return "ip is not installed: install iproute2 (scripts/install-deps)"
     why = lbnginx.available()
     if why:
         return why
@@ -241,8 +242,9 @@ def phase_kill(dep):
     failed_post = [r for r in failed if r.method == "POST"]
     started, done = dep.records(victim)
     check(not failed_get, f"kill: GETs failed: {failures(failed_get)}")
+    in_post_ids = {r.rid for r in in_post}
     odd = [r for r in failed_post if r.status != 502 or log[r.rid][1] != [vaddr]
-           or r not in in_post]
+           or r.rid not in in_post_ids]
     check(not odd, "kill: POSTs failed that were not in flight on the killed host: "
           + "; ".join(f"#{r.rid} {r.status or r.error} sent {r.sent - k0:+.3f} s "
                       f"nginx {log[r.rid]}" for r in odd))
@@ -293,6 +295,7 @@ def main():
             dep.up()
         except netns.Unavailable as e:
             say(f"skipped: {e}")
+            dep.keep_tmp = False
             return EXIT_SKIP
         say(f"3 hosts ({', '.join('%s %s:%d' % ((h.name,) + h.address) for h in dep.hosts)}) "
             f"behind nginx, {CLIENTS} keep-alive clients, 3 in 10 requests POST")
@@ -303,11 +306,12 @@ def main():
         return 0
     except (Failed, RuntimeError) as e:
         say(f"FAILED: {e}")
-        say(f"logs kept in {dep.tmp}")
         return 1
     finally:
         signal.alarm(0)
         dep.cleanup()
+        if dep.keep_tmp:
+            say(f"logs kept in {dep.tmp}")
 
 
 if __name__ == "__main__":

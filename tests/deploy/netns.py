@@ -14,7 +14,12 @@ longer this test) is recognised and removed before the next run starts.
 
 Cleanup of a namespace: kill every process still in it (by PID, as
 `ip netns pids` lists them), then delete it; the kernel removes its veth
-ends and the bridge with it.
+ends and the bridge with it. The test does that itself on every way out
+it can see; a guard process (`netns.py guard NAME...`, started before
+the first namespace) does it when the test dies without a chance to,
+killed with SIGKILL say: it waits for the end of a pipe only the test
+writes to. (A parent-death signal would not do: the hosts drop to user
+nobody, and a change of user clears it.)
 """
 
 import ctypes
@@ -22,6 +27,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 
 PREFIX = "lgdeploy-"
@@ -88,9 +94,10 @@ def remove_leftovers(log):
     busy = []
     for name in list_namespaces():
         m = re.match(re.escape(PREFIX) + r"(\d+)-", name)
-        if not m or int(m.group(1)) == os.getpid():
+        if not m:
             continue
-        if _is_live_run(int(m.group(1))):
+        # Our own pid in a name can only be a dead run's (pids are reused).
+        if int(m.group(1)) != os.getpid() and _is_live_run(int(m.group(1))):
             busy.append(name)
             continue
         log(f"removing {name}, left over by a run that died (pid {m.group(1)})")
@@ -110,6 +117,7 @@ class Network:
         self.gateway = f"{SUBNET}.1"
         self.made = []
         self._home = None
+        self._guard = None
 
     def address(self, i):
         return f"{SUBNET}.{11 + i}"
@@ -121,6 +129,9 @@ class Network:
             raise RuntimeError(f"network namespace {clash[0]} exists already "
                                f"(ip netns list): delete it with `ip netns delete "
                                f"{clash[0]}` if no test runs")
+        # Its own session: a Ctrl+C meant for the test does not reach it.
+        self._guard = subprocess.Popen([sys.executable, __file__, "guard", self.lb, *self.hosts],
+                                       stdin=subprocess.PIPE, start_new_session=True)
         self._add(self.lb)
         ip("-n", self.lb, "link", "set", "lo", "up")
         ip("-n", self.lb, "link", "add", "br0", "type", "bridge")
@@ -172,3 +183,22 @@ class Network:
             except RuntimeError as e:
                 print(f"test-deploy: cleanup: {e}", flush=True)
         self.made = []
+        if self._guard is not None:
+            self._guard.stdin.close()      # nothing left for it to do
+            self._guard.wait(timeout=30)
+            self._guard = None
+
+
+def guard(names):
+    """Waits until stdin ends (the test closed it, or died), then deletes
+    those of names that still exist, with what runs in them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.stdin.buffer.read()
+    left = set(list_namespaces())
+    for name in names:
+        if name in left:
+            delete_namespace(name)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["guard"]:
+    guard(sys.argv[2:])
