@@ -95,17 +95,22 @@ class Nginx:
                 pass
         return "\n".join(parts)
 
-    def entries(self):
+    def entries(self, rids=(), timeout=5.0):
         """{request id: (status, [hosts tried], [their statuses])} from the
-        access log."""
-        found = {}
-        for line in self.access_log.read_text(errors="replace").splitlines():
-            m = LOG_RE.search(line)
-            if m:
-                found[int(m.group("rid"))] = (int(m.group("status")),
-                                              m.group("upstreams").split(", "),
-                                              m.group("ustatus").split(", "))
-        return found
+        access log, once it has a line for each of rids (nginx writes it
+        just after the answer, which a client may have read already)."""
+        end = time.monotonic() + timeout
+        while True:
+            found = {}
+            for line in self.access_log.read_text(errors="replace").splitlines():
+                m = LOG_RE.search(line)
+                if m:
+                    found[int(m.group("rid"))] = (int(m.group("status")),
+                                                  m.group("upstreams").split(", "),
+                                                  m.group("ustatus").split(", "))
+            if all(r in found for r in rids) or time.monotonic() > end:
+                return found
+            time.sleep(0.05)
 
     def stop(self):
         """SIGTERM, then SIGKILL to the master and its workers, by PID."""

@@ -155,7 +155,7 @@ def summary(results):
 def retried(dep, results):
     """'nginx retried N (G GET, P POST)': requests nginx sent to more than
     one host."""
-    log = dep.nginx.entries()
+    log = dep.nginx.entries([r.rid for r in results])
     again = [r for r in results if r.rid in log and len(log[r.rid][1]) > 1]
     posts = sum(r.method == "POST" for r in again)
     return f"nginx retried {len(again)} ({len(again) - posts} GET, {posts} POST)"
@@ -226,7 +226,7 @@ def phase_kill(dep):
         k1 = time.monotonic()
         time.sleep(3)
     res = load.results
-    log = dep.nginx.entries()
+    log = dep.nginx.entries([r.rid for r in res])
     missing = [r.rid for r in res if r.rid not in log]
     check(not missing, f"kill: requests missing from nginx's log: {missing[:5]}")
 
