@@ -48,7 +48,7 @@ from loadgen import Load  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 LAUNCHER = Path(os.environ.get("LIBGREEN_COMMAND") or REPO / "build" / "libgreen")
 EXIT_SKIP = 77
-TIME_LIMIT = 240         # seconds for the whole run
+TIME_LIMIT = 180         # seconds for the whole run
 HOSTS = 3
 CLIENTS = 12
 SPREAD = 0.20            # each host within 20 % of a third
