@@ -87,7 +87,7 @@ PRELOAD_TESTS := $(patsubst tests/preload/%.c,$(B)/tests/preload/%,$(wildcard te
 SERVER_TESTS := $(patsubst tests/server/%.c,$(B)/tests/server/%,$(wildcard tests/server/test_*.c))
 UNIT_TESTS := $(HUB_TESTS) $(PRELOAD_TESTS) $(SERVER_TESTS)
 
-.PHONY: all help deps test unit asan integration matrix regrtest bench bench-switch bench-calls \
+.PHONY: all help deps test unit asan integration matrix regrtest test-deploy bench bench-switch bench-calls \
         bench-parse bench-wsgi bench-memory run fuzz clean options-doc transparency install FORCE \
         man deb wheel test-deb test-wheel
 .DEFAULT_GOAL := all
@@ -103,6 +103,7 @@ help:
 	@echo "make integration  the pytest suite against build/libgreen.so"
 	@echo "make matrix       the pytest suite under every pyenv Python 3.10-3.13"
 	@echo "make regrtest     CPython's regression tests for the interposed calls, under the preload"
+	@echo "make test-deploy  as root: 3 hosts in network namespaces behind nginx, under load (docs/deploy.md)"
 	@echo "make transparency CPython's tests inside a green thread vs plainly, verdicts diffed"
 	@echo "make bench-switch ns per green thread switch"
 	@echo "make bench-calls  ns per interposed call: passed through, ready, parked"
@@ -251,6 +252,18 @@ matrix: all $(TEST_EXTS)
 	    LIBGREEN_PYTHON=$$py LIBGREEN_SO=$(abspath build/libgreen.so) \
 	        $(PYTHON) -m pytest -q tests/integration; \
 	done
+
+# Several hosts behind nginx (docs/deploy.md): three instances of
+# build/libgreen in private network namespaces, nginx running
+# docs/deploy/nginx-upstream.conf, load through it while one host is
+# reloaded, all are restarted in turn and one is killed. Needs root
+# (network namespaces; nginx comes from scripts/install-deps); about
+# 30 s. Not part of `make test` (README, "Several hosts behind a load
+# balancer"). Exit status 77 (make: Error 77) means skipped, and the
+# line before says why.
+test-deploy: deps
+	@$(MAKE) --no-print-directory all
+	$(PYTHON) tests/deploy/multihost.py
 
 # CPython's own regression tests for the calls we interpose, run under the
 # preload (no hub: everything must behave exactly as without libgreen).

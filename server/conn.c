@@ -151,23 +151,50 @@ static int srv_conn_owed(struct srv_conn *c)
            recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
 }
 
-/* A stop began: idle keep-alive connections close (a client must expect
- * that between requests), queued requests (never started) get 503
- * first; running requests keep theirs until they finish, and connections
- * owed a request are kept so it is served (with Connection: close) rather
- * than reset: with the listener gone, nothing new arrives, and
- * srv_conns_owed bounds how long they may take. */
+/* Seconds an idle keep-alive connection in use just before a stop stays
+ * open for its next request (srv_conn_linger). */
+#define SRV_STOP_LINGER 0.5
+
+/* An idle keep-alive connection when a stop begins. Closing it at once
+ * races with a client that sends its next request on it at that moment
+ * (a proxy's pool does so all the time): the request meets a reset, and
+ * a proxy may not send a POST on to another server. A connection used
+ * in the last SRV_STOP_LINGER seconds is therefore kept until it has
+ * been idle that long, and a request that comes meanwhile is served
+ * with Connection: close; one idle for longer is closed now. */
+static void srv_conn_linger(struct srv_conn *c)
+{
+    struct ev_loop *loop = c->srv->loop;
+    double idle = c->srv->opt.keepalive - ev_timer_remaining(loop, &c->timer);
+
+    if (!ev_is_active(&c->timer) || idle >= SRV_STOP_LINGER) {
+        srv_conn_close(c);
+        return;
+    }
+    ev_timer_stop(loop, &c->timer);
+    ev_timer_set(&c->timer, SRV_STOP_LINGER - idle, 0.);
+    ev_timer_start(loop, &c->timer);
+}
+
+/* A stop began: queued requests (never started) get 503 and their
+ * connections close; running requests keep theirs until they finish;
+ * connections owed a request are kept so it is served (with
+ * Connection: close) rather than reset - with the listener gone,
+ * nothing new arrives, and srv_conns_owed bounds how long they may
+ * take - and idle keep-alive connections linger or close
+ * (srv_conn_linger). */
 void srv_conns_close_idle(struct srv_server *srv)
 {
     struct srv_conn *c, *next;
 
     for (c = srv->conns; c; c = next) {
         next = c->next;
-        if (c->state == SRV_QUEUED)
+        if (c->state == SRV_QUEUED) {
             srv_send_error(c, 503, "the server is shutting down");
-        if (c->state == SRV_QUEUED ||
-            (c->state == SRV_READING && !srv_conn_owed(c)))
             srv_conn_close(c);
+        } else if (c->state == SRV_READING && !srv_conn_owed(c)) {
+            srv_conn_linger(c);
+        }
     }
 }
 

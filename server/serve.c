@@ -6,7 +6,8 @@
  *
  * Shutdown: SIGINT and SIGTERM set a flag and poke the hub; reaching
  * max_requests stops the same way. The server then stops accepting,
- * closes idle connections, lets running requests finish (their
+ * closes idle connections (srv_conns_close_idle: some linger a moment
+ * for a request on its way), lets running requests finish (their
  * connections close after the response) for up to graceful_timeout
  * seconds, and returns. Other signals reach their Python handlers
  * through a periodic tick that attaches the main thread state; the same
