@@ -5,7 +5,12 @@
  * Each socket has its own watcher; pausing stops them all. Accepting
  * pauses while max_size requests run, so the kernel's backlog, not our
  * memory, holds the excess; and for 0.1 s after accept failed for lack
- * of fds, so the readable backlog does not spin the loop.
+ * of fds, so the readable backlog does not spin the loop. That pause is
+ * one stop of the watchers and one timer that starts them again: while
+ * the fds stay exhausted the server tries accept about ten times a
+ * second, not in a loop. Each failure also closes a few of the idle
+ * keep-alive connections (conn.c), so new clients are not kept waiting
+ * for descriptors that idle ones hold.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -18,6 +23,9 @@
 
 #define SRV_ACCEPT_BATCH 64
 #define SRV_ACCEPT_PAUSE 0.1 /* seconds without accepting after EMFILE */
+/* Idle keep-alive connections closed per failed accept (nginx reuses 32
+ * of its idle ones when it runs out of connections). */
+#define SRV_ACCEPT_DRAIN 32
 
 /* Accept only while there is room for another request. */
 void srv_accept_update(struct srv_server *srv)
@@ -44,24 +52,32 @@ static void srv_accept_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
     srv_accept_update(srv);
 }
 
-/* accept failed for lack of fds or memory: say so (at most every 10 s)
- * and pause. */
+/* accept failed for lack of fds or memory: make room by closing the
+ * connections idle longest, say so (at most every 10 s) and pause. */
 static void srv_accept_backoff(struct srv_server *srv)
 {
     static double last;
+    int err = errno;
+    size_t drained = srv_conns_drain_idle(srv, SRV_ACCEPT_DRAIN);
 
     if (ev_time() - last > 10) {
         last = ev_time();
         fprintf(stderr,
-                "libgreen: cannot accept connections (%s); "
-                "pausing accepts for 0.1 s - raise 'ulimit -n' "
-                "or lower max_size\n", strerror(errno));
+                "libgreen: cannot accept connections (%s); closed %zu idle "
+                "keep-alive connection(s) and pausing accepts for 0.1 s - "
+                "raise 'ulimit -n' or lower max_size\n", strerror(err),
+                drained);
     }
     /* The backlog stays readable: without a pause the loop would spin on
-     * the same failure. */
+     * the same failure. A timer that has run once holds its expiry
+     * relative to that run (libev), which is now in the past: set it
+     * again, or it would fire at once and the pause would not hold. */
     srv->accept_backoff = 1;
     srv_accept_update(srv);
-    ev_timer_start(srv->loop, &srv->accept_retry);
+    if (!ev_is_active(&srv->accept_retry)) {
+        ev_timer_set(&srv->accept_retry, SRV_ACCEPT_PAUSE, 0.);
+        ev_timer_start(srv->loop, &srv->accept_retry);
+    }
 }
 
 static void srv_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -88,7 +104,7 @@ static void srv_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 /* Starts accepting on every listener (already non-blocking). */
 void srv_accept_start(struct srv_server *srv)
 {
-    ev_timer_init(&srv->accept_retry, srv_accept_retry_cb, SRV_ACCEPT_PAUSE, 0.);
+    ev_init(&srv->accept_retry, srv_accept_retry_cb);
     srv->accept_retry.data = srv;
     for (size_t i = 0; i < srv->nlisteners; i++) {
         struct srv_listener *l = &srv->listeners[i];

@@ -188,6 +188,9 @@ SRV_HIDDEN void srv_conn_new(struct srv_listener *l, int fd,
 SRV_HIDDEN void srv_conn_close(struct srv_conn *c);
 SRV_HIDDEN void srv_conn_resume(struct srv_conn *c);
 SRV_HIDDEN void srv_conns_close_idle(struct srv_server *srv);
+/* Out of fds: closes up to max idle keep-alive connections, those idle
+ * longest first; returns how many. */
+SRV_HIDDEN size_t srv_conns_drain_idle(struct srv_server *srv, size_t max);
 /* While stopping: connections still waiting for a request head (kept by
  * srv_conns_close_idle); *arriving: one of them has part of it. */
 SRV_HIDDEN size_t srv_conns_owed(const struct srv_server *srv, int *arriving);
