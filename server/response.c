@@ -678,6 +678,7 @@ static int srv_sendfile(struct srv_resp *r, struct srv_filewrapper *fw)
             continue;
         if (errno != EAGAIN || srv_wait(c->fd, GREEN_WRITE,
                                         c->srv->opt.body_timeout) < 0) {
+            c->reset |= errno == ETIMEDOUT; /* as srv_send_all (send.c) */
             r->failed = 1;
             return -1;
         }
