@@ -134,6 +134,10 @@ void srv_conn_close(struct srv_conn *c)
     ev_io_stop(srv->loop, &c->io);
     ev_timer_stop(srv->loop, &c->timer);
     srv_conn_unlink(c);
+    if (c->reset) {
+        struct linger now = {1, 0};
+        setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &now, sizeof now);
+    }
     close(c->fd);
     PyMem_RawFree(c->buf);
     PyMem_RawFree(c);
@@ -382,8 +386,11 @@ static void srv_conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
     c->len += (size_t)n;
     if (srv_conn_try_parse(c))
         return;
-    if (had == 0)
-        srv_conn_arm_timer(c); /* a request started: header timeout now */
+    /* A request began on a keep-alive connection: its head now gets the
+     * header timeout. A new connection's clock started at accept and
+     * keeps running: a slow first byte buys no more time. */
+    if (had == 0 && c->requests > 0)
+        srv_conn_arm_timer(c);
 }
 
 static void srv_conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
