@@ -310,7 +310,8 @@ def test_slowloris_does_not_delay_others_and_is_cut(server, tmp_path):
                               stdout=subprocess.PIPE, env=child_env(False))
     try:
         next_byte = t0 + 1.5
-        while time.monotonic() < t0 + timeout + 3 and \
+        end = time.monotonic() + timeout + 3  # after the last connect
+        while time.monotonic() < end and \
                 any(st[3] is None for st in conns.values()):
             if time.monotonic() >= next_byte:
                 for s, st in conns.items():
@@ -351,7 +352,7 @@ def test_slowloris_does_not_delay_others_and_is_cut(server, tmp_path):
     assert all(status_of(bytes(st[2])) == 408 for st in conns.values())
     assert cut[-1] < timeout + 1.0, \
         f"the last trickler was cut {cut[-1]:.2f} s after connecting"
-    assert cut[0] >= timeout - 0.1
+    assert cut[0] >= timeout - 0.5  # the hub's clock is read once a round
     still_serving(srv)
 
 
@@ -541,17 +542,18 @@ def test_pipelined_flood_never_read(server):
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     s.setblocking(False)
     chunk = get("/x" * 16, close=False) * 1000
-    sent, t0 = 0, time.monotonic()
-    while time.monotonic() - t0 < 10:
+    sent, dropped, t0 = 0, False, time.monotonic()
+    while time.monotonic() - t0 < 10 and sent < 40 << 20:
         try:
             sent += s.send(chunk)
         except BlockingIOError:
             time.sleep(0.01)  # the server stopped reading: as it should
         except OSError:
-            break  # dropped
-        if sent > 40 << 20:
+            dropped = True
             break
     assert sent < 40 << 20, "the server read 40 MB it could not answer"
+    assert dropped, "the server never dropped the client"
+    assert time.monotonic() - t0 < 1.0 + 3
     assert rss_kib(srv.pid) - rss0 < 20 * 1024
     s.close()
     still_serving(srv)
