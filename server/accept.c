@@ -11,11 +11,18 @@
  * second, not in a loop. Each failure also closes a few of the idle
  * keep-alive connections (conn.c), so new clients are not kept waiting
  * for descriptors that idle ones hold.
+ *
+ * Before the first accept, the soft limit on open files is raised to the
+ * hard one (as Go's runtime does): every connection is a descriptor, and
+ * the soft limit systemd and most shells give (1024) is meant to be
+ * raised by the programs that need more. `ulimit -n` sets both limits,
+ * so it still caps the server.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -101,9 +108,29 @@ static void srv_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
     }
 }
 
+/* The soft RLIMIT_NOFILE up to the hard one (the kernel refuses more
+ * than fs.nr_open, 1 << 20 by default, for an unlimited hard limit).
+ * Failing changes nothing: the server then runs within the soft limit. */
+static void srv_nofile_raise(void)
+{
+    struct rlimit rl;
+    rlim_t soft;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
+        return;
+    soft = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) == 0 || rl.rlim_max != RLIM_INFINITY ||
+        soft >= (rlim_t)1 << 20)
+        return;
+    rl.rlim_cur = (rlim_t)1 << 20;
+    (void)setrlimit(RLIMIT_NOFILE, &rl);
+}
+
 /* Starts accepting on every listener (already non-blocking). */
 void srv_accept_start(struct srv_server *srv)
 {
+    srv_nofile_raise();
     ev_init(&srv->accept_retry, srv_accept_retry_cb);
     srv->accept_retry.data = srv;
     for (size_t i = 0; i < srv->nlisteners; i++) {

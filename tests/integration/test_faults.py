@@ -257,6 +257,32 @@ def test_out_of_fds_idle_keepalive_connections_make_room(server):
                            r"files\); closed \d+ idle keep-alive", timeout=1)
 
 
+SOFT_LIMIT_APP = r'''
+import resource, time
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, 2048))
+
+def app(environ, start_response):
+    time.sleep(1)
+    start_response("200 OK", [])
+    return [b"ok"]
+'''
+
+
+def test_soft_fd_limit_raised_to_the_hard_one(server):
+    """A soft limit of 256 (hard 2048), as a shell or systemd gives: the
+    server raises it at start, so 600 clients holding 1 s requests are
+    served at once rather than in waves behind EMFILE."""
+    srv = server(SOFT_LIMIT_APP, {"log_output": False})
+    with open(f"/proc/{srv.pid}/limits") as f:
+        m = re.search(r"^Max open files\s+(\d+)\s+(\d+)", f.read(), re.M)
+    assert m.groups() == ("2048", "2048")
+    t0 = time.monotonic()
+    done = Crowd(srv.address, [get(f"/s{i}") for i in range(600)]).run(20)
+    assert all(status_of(d[1]) == 200 for d in done)
+    assert time.monotonic() - t0 < 3.5
+    assert "cannot accept" not in srv.stderr
+
+
 # ---- slowloris -----------------------------------------------------------
 
 LATENCY_CLIENT = r'''
@@ -562,9 +588,12 @@ def test_pipelined_flood_never_read(server):
 # ---- writes to a peer that reset -------------------------------------------
 
 RESET_APP = r'''
-import signal
+import os, signal
 # Some apps want a CLI's default SIGPIPE; the server must not die of it.
 signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+BIG = os.path.join(STATE, "big")
+with open(BIG, "wb") as f:
+    f.write(b"f" * (16 << 20))
 
 def app(environ, start_response):
     if environ["PATH_INFO"] == "/write":
@@ -584,6 +613,9 @@ def app(environ, start_response):
             record("read", type(e).__name__)
         start_response("200 OK", [])
         return [b"r" * 65536] * 4
+    if environ["PATH_INFO"] == "/file":
+        start_response("200 OK", [])
+        return environ["wsgi.file_wrapper"](open(BIG, "rb"))
     if environ["PATH_INFO"] == "/stream":
         start_response("200 OK", [])
         return (b"s" * 65536 for _ in range(2000))
@@ -616,7 +648,8 @@ def _reset_mid_body(srv, path):
     s.close()
 
 
-@pytest.mark.parametrize("path", ["/write", "/stream", "/read-then-write"])
+@pytest.mark.parametrize("path", ["/write", "/stream", "/file",
+                                  "/read-then-write"])
 def test_writes_to_a_peer_that_reset(server, path):
     """The client resets the connection mid-response or mid-body, with
     SIGPIPE at its default (deadly) disposition: the server lives, the
