@@ -33,6 +33,9 @@
 /* Idle keep-alive connections closed per failed accept (nginx reuses 32
  * of its idle ones when it runs out of connections). */
 #define SRV_ACCEPT_DRAIN 32
+/* Connections a graceful stop accepts from a listener's backlog at most
+ * (Linux's default somaxconn). */
+#define SRV_STOP_DRAIN 4096
 
 /* Accept only while there is room for another request. */
 void srv_accept_update(struct srv_server *srv)
@@ -87,25 +90,34 @@ static void srv_accept_backoff(struct srv_server *srv)
     }
 }
 
+/* Accepts one connection from l's backlog into a new srv_conn. Returns 0,
+ * or -1 with errno (EAGAIN: the backlog is empty). */
+static int srv_accept_one(struct srv_listener *l)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    int fd = accept4(l->fd, (struct sockaddr *)&ss, &len,
+                     SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+    if (fd < 0)
+        return -1;
+    if (len == 0 || ss.ss_family == AF_UNSPEC)
+        ss.ss_family = AF_UNIX;
+    srv_conn_new(l, fd, &ss);
+    return 0;
+}
+
 static void srv_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct srv_listener *l = w->data;
 
-    for (int i = 0; i < SRV_ACCEPT_BATCH; i++) {
-        struct sockaddr_storage ss;
-        socklen_t len = sizeof ss;
-        int fd = accept4(l->fd, (struct sockaddr *)&ss, &len,
-                         SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
+    for (int i = 0; i < SRV_ACCEPT_BATCH; i++)
+        if (srv_accept_one(l) < 0) {
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
                 errno == ENOMEM)
                 srv_accept_backoff(l->srv);
             return; /* EAGAIN, or retry on the next readiness */
         }
-        if (len == 0 || ss.ss_family == AF_UNSPEC)
-            ss.ss_family = AF_UNIX;
-        srv_conn_new(l, fd, &ss);
-    }
 }
 
 /* The soft RLIMIT_NOFILE up to the hard one (the kernel refuses more
@@ -151,16 +163,25 @@ void srv_accept_stop(struct srv_server *srv)
 
 /* Stops listening at once, so that new connections are refused rather
  * than left in the backlog of a server that will never accept them
- * (until the process exits and resets them). The fd number stays valid
- * for the Python socket object that owns it: an unbound socket takes its
- * place (dup3 keeps it close-on-exec) and Python closes that later, as
- * eventlet's server closes its socket. Only this process's reference
- * goes: worker processes sharing the listening socket keep serving. */
-static void srv_listener_close_one(struct srv_listener *l)
+ * (until the process exits and resets them). With drain, the backlog is
+ * accepted first: its clients have connected and may have sent their
+ * request, so they are served (conn.c keeps connections owed a request
+ * through the stop) instead of reset - at most SRV_STOP_DRAIN of them,
+ * the backlog's usual bound, so a flood cannot hold the stop up.
+ *
+ * The fd number stays valid for the Python socket object that owns it:
+ * an unbound socket takes its place (dup3 keeps it close-on-exec) and
+ * Python closes that later, as eventlet's server closes its socket. Only
+ * this process's reference goes: worker processes sharing the listening
+ * socket keep serving. */
+static void srv_listener_close_one(struct srv_listener *l, int drain)
 {
     int domain = AF_INET, s;
     socklen_t len = sizeof domain;
 
+    for (int i = 0; drain && i < SRV_STOP_DRAIN; i++)
+        if (srv_accept_one(l) < 0)
+            break;
     if (getsockopt(l->fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0)
         domain = AF_INET;
     s = socket(domain, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -174,8 +195,8 @@ static void srv_listener_close_one(struct srv_listener *l)
 }
 
 /* Closes every listener of srv (as above). */
-void srv_listener_close(struct srv_server *srv)
+void srv_listener_close(struct srv_server *srv, int drain)
 {
     for (size_t i = 0; i < srv->nlisteners; i++)
-        srv_listener_close_one(&srv->listeners[i]);
+        srv_listener_close_one(&srv->listeners[i], drain);
 }

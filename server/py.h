@@ -181,7 +181,8 @@ SRV_HIDDEN PyObject *srv_serve(struct srv_server *srv);
 SRV_HIDDEN void srv_accept_start(struct srv_server *srv);
 SRV_HIDDEN void srv_accept_stop(struct srv_server *srv);
 SRV_HIDDEN void srv_accept_update(struct srv_server *srv);
-SRV_HIDDEN void srv_listener_close(struct srv_server *srv);
+/* drain: accept the backlog first, to serve it through the stop. */
+SRV_HIDDEN void srv_listener_close(struct srv_server *srv, int drain);
 
 /* conn.c */
 SRV_HIDDEN void srv_conn_new(struct srv_listener *l, int fd,

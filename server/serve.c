@@ -5,8 +5,9 @@
  * conn.c's, and each request runs in its own green thread (request.c).
  *
  * Shutdown: SIGINT and SIGTERM set a flag and poke the hub; reaching
- * max_requests stops the same way. The server then stops accepting,
- * closes idle connections, lets running requests finish (their
+ * max_requests stops the same way. The server then accepts what waits
+ * in the backlog and stops accepting, closes idle connections, serves
+ * the connections owed a request, lets running requests finish (their
  * connections close after the response) for up to graceful_timeout
  * seconds, and returns. Other signals reach their Python handlers
  * through a periodic tick that attaches the main thread state; the same
@@ -67,7 +68,7 @@ static void srv_begin_stop(struct srv_server *srv, int sig, double grace,
     srv->stop_deadline = ev_time() + grace;
     srv->stop_grace = grace;
     srv_accept_update(srv);
-    srv_listener_close(srv);
+    srv_listener_close(srv, grace > 0); /* a graceful stop serves the backlog */
     srv_conns_close_idle(srv);
     if (srv->active && grace > 0)
         fprintf(stderr, "(%ld) wsgi stopping%s%s: waiting up to %g s for %zu "

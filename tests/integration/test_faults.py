@@ -685,17 +685,32 @@ def app(environ, start_response):
 '''
 
 
+def _sent(crowd):
+    return not any(k.events & selectors.EVENT_WRITE
+                   for k in crowd.sel.get_map().values())
+
+
 def test_sigterm_with_200_requests_in_flight(server):
-    """SIGTERM while 200 requests each sleep 1 s: all 200 get their 200
-    OK, then the process exits 0."""
+    """SIGTERM with 200 requests in flight, each sleeping 1 s: 100 running
+    and 100 sent on connections still in the listener's backlog (the
+    server was stopped while they came). All 200 get their 200 OK, then
+    the process exits 0."""
     srv = server(SLEEP_APP, {"log_output": False, "graceful_timeout": 10})
-    crowd = Crowd(srv.address, [get(f"/r{i}") for i in range(200)])
+    running = Crowd(srv.address, [get(f"/r{i}") for i in range(100)])
     end = time.monotonic() + 10
-    while len(srv.records()) < 200:
+    while len(srv.records()) < 100:
         assert time.monotonic() < end, f"{len(srv.records())} started"
-        crowd.step(0.02)
-    srv.kill(signal.SIGTERM)
-    done = crowd.run(timeout=10)
+        running.step(0.01)
+    srv.kill(signal.SIGSTOP)
+    try:
+        backlog = Crowd(srv.address, [get(f"/r{i}") for i in range(100, 200)])
+        while not _sent(backlog):
+            assert time.monotonic() < end, "the requests could not be sent"
+            backlog.step(0.01)
+        srv.kill(signal.SIGTERM)
+    finally:
+        srv.kill(signal.SIGCONT)
+    done = running.run(timeout=10) + backlog.run(timeout=10)
     bad = [(i, d) for i, d in enumerate(done)
            if status_of(d[1]) != 200 or not d[1].endswith(b"done /r%d" % i)]
     assert not bad, f"{len(bad)} requests failed: {bad[:3]}"
