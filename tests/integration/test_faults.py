@@ -820,3 +820,24 @@ def test_app_raising_at_each_stage(raising, stage):
                            rf"/{stage}:\n.*?Traceback.*?(Boom|TypeError|"
                            rf"ValueError)", timeout=5)
     still_serving(srv, "/ok")
+
+
+def test_app_raising_mid_body_of_an_http10_response(raising):
+    """HTTP/1.0 with no length: the body ends at the close, so a body cut
+    by an error ends with a reset, never with the FIN of a whole one."""
+    srv = raising
+    s = srv.connect()
+    s.sendall(b"GET /middle HTTP/1.0\r\n\r\n")
+    data, err = b"", None
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            data += d
+    except ConnectionResetError as e:
+        err = e
+    s.close()
+    assert data.startswith(b"HTTP/1.0 200")
+    assert err is not None, f"a clean end after {data!r}"
+    still_serving(srv, "/ok")
