@@ -175,8 +175,7 @@ void srv_conns_close_idle(struct srv_server *srv)
     }
 }
 
-/* Idle keep-alive connections all have the same timeout, so the least
- * time left is the longest idle. */
+/* Waiting for its next request, with none of it buffered. */
 static int srv_conn_idle(const struct srv_conn *c)
 {
     return c->state == SRV_READING && c->requests > 0 && c->len == 0;
@@ -185,34 +184,33 @@ static int srv_conn_idle(const struct srv_conn *c)
 /* The server ran out of fds (accept.c): up to max idle keep-alive
  * connections close, those idle longest, as at a stop or their timeout
  * (a client must expect that between requests); one whose next request
- * is already in the socket is kept. One pass, keeping the max oldest
- * seen so far, at most ten times a second. */
+ * is already in the socket is kept. Their timers all started from the
+ * same keep-alive timeout, so the least time left is the longest idle.
+ * One pass keeps the max oldest seen so far (at most ten times a
+ * second: the accept pause). */
 size_t srv_conns_drain_idle(struct srv_server *srv, size_t max)
 {
     struct srv_conn *pick[64];
     double left[64];
-    size_t n = 0, closed = 0;
+    size_t n = 0, worst = 0, closed = 0;
 
     if (max > 64)
         max = 64;
-    for (struct srv_conn *c = srv->conns; c; c = c->next) {
+    for (struct srv_conn *c = srv->conns; max && c; c = c->next) {
         double t;
-        size_t worst = 0;
         if (!srv_conn_idle(c))
             continue;
         t = ev_is_active(&c->timer) ? ev_timer_remaining(srv->loop, &c->timer) : 0;
-        if (n < max) {
-            pick[n] = c;
-            left[n++] = t;
+        if (n == max && t >= left[worst])
             continue;
-        }
-        for (size_t i = 1; i < n; i++)
-            if (left[i] > left[worst])
-                worst = i;
-        if (t < left[worst]) {
-            pick[worst] = c;
-            left[worst] = t;
-        }
+        if (n < max)
+            worst = n++;
+        pick[worst] = c;
+        left[worst] = t;
+        if (n == max) /* full: find the youngest kept, next to replace */
+            for (size_t i = 0; i < n; i++)
+                if (left[i] > left[worst])
+                    worst = i;
     }
     for (size_t i = 0; i < n; i++)
         if (!srv_conn_owed(pick[i])) {

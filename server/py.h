@@ -169,7 +169,8 @@ struct srv_conn {
     struct srv_conn *next, *prev;
     struct srv_conn *qnext;      /* in srv->queue, while SRV_QUEUED */
     int trusted;                 /* the peer is in forwarded_allow_ips */
-    int reset;                   /* close with RST: a write timed out (send.c) */
+    int reset;                   /* close with RST: a write timed out,
+                                    or a body without length was cut */
     char remote_addr[64];
     char remote_port[8];
 };
