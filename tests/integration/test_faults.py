@@ -481,6 +481,7 @@ def test_connections_opened_and_dropped(server):
         _drop(srv.address, kind, per_kind)
         still_serving(srv)
         after = settle_fds(srv, baseline)
+        print(f"{per_kind} dropped ({kind}): {after} fds, {baseline} before")
         assert after <= baseline, f"{kind}: {after} fds, {baseline} before"
     assert srv.alive()
 
@@ -554,6 +555,7 @@ def test_pipelined_floods(server):
     for c in range(1, 9):
         assert results.get(c) == [f"/{c}/{i}" for i in range(1000)], c
     grew = rss_kib(srv.pid) - rss0
+    print(f"pipelined floods: RSS {rss0} KiB before, grew {grew} KiB")
     assert grew < 20 * 1024, f"the server grew by {grew} KiB"
     still_serving(srv)
 
@@ -580,6 +582,8 @@ def test_pipelined_flood_never_read(server):
             break
     assert sent < 40 << 20, "the server read 40 MB it could not answer"
     assert dropped, "the server never dropped the client"
+    print(f"flood never read: {sent >> 10} KiB taken, RSS grew "
+          f"{rss_kib(srv.pid) - rss0} KiB")
     assert time.monotonic() - t0 < 1.0 + 3
     assert rss_kib(srv.pid) - rss0 < 20 * 1024
     s.close()
