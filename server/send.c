@@ -8,8 +8,8 @@
  * a connection the client reset fails with EPIPE once the reset's own
  * error has been read (by a body read that failed, say), and writev
  * would also raise SIGPIPE, which kills the process of an app that set
- * it back to SIG_DFL. sendfile (response.c) has no such flag; it only
- * follows a head sent here, which fails first.
+ * it back to SIG_DFL. sendfile (response.c) has no such flag: it blocks
+ * the signal instead.
  */
 #include <errno.h>
 #include <stdio.h>
