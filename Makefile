@@ -88,7 +88,7 @@ SERVER_TESTS := $(patsubst tests/server/%.c,$(B)/tests/server/%,$(wildcard tests
 UNIT_TESTS := $(HUB_TESTS) $(PRELOAD_TESTS) $(SERVER_TESTS)
 
 .PHONY: all help deps test unit asan integration matrix regrtest test-deploy bench bench-switch bench-calls \
-        bench-parse bench-wsgi bench-memory run fuzz clean options-doc transparency install FORCE \
+        bench-parse bench-wsgi bench-memory run fuzz clean options-doc transparency install faults FORCE \
         man deb wheel test-deb test-wheel
 .DEFAULT_GOAL := all
 
@@ -101,6 +101,7 @@ help:
 	@echo "make unit         the C unit tests of MODE (default release)"
 	@echo "make asan         the C unit tests under AddressSanitizer + UBSan"
 	@echo "make integration  the pytest suite against build/libgreen.so"
+	@echo "make faults       tests/integration/test_faults.py at full size (1,000 clients on 256 fds...)"
 	@echo "make matrix       the pytest suite under every pyenv Python 3.10-3.13"
 	@echo "make regrtest     CPython's regression tests for the interposed calls, under the preload"
 	@echo "make test-deploy  as root: 3 hosts in network namespaces behind nginx, under load (docs/deploy.md)"
@@ -243,6 +244,11 @@ test: deps
 
 integration: $(B)/libgreen.so $(PY_SOS) $(TEST_EXTS)
 	LIBGREEN_SO=$(abspath build/libgreen.so) $(PYTHON) -m pytest -q tests/integration
+
+# The fault tests at the sizes of the issue (a smaller run is in the suite).
+faults: $(B)/libgreen.so $(PY_SOS)
+	LIBGREEN_FAULTS_HEAVY=1 LIBGREEN_SO=$(abspath build/libgreen.so) \
+	    $(PYTHON) -m pytest -q -s tests/integration/test_faults.py
 
 # The pytest suite under every pyenv 3.10-3.13 interpreter found (tests
 # whose client libraries that interpreter lacks skip themselves).

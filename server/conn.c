@@ -134,6 +134,10 @@ void srv_conn_close(struct srv_conn *c)
     ev_io_stop(srv->loop, &c->io);
     ev_timer_stop(srv->loop, &c->timer);
     srv_conn_unlink(c);
+    if (c->reset) {
+        struct linger now = {1, 0};
+        setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &now, sizeof now);
+    }
     close(c->fd);
     PyMem_RawFree(c->buf);
     PyMem_RawFree(c);
@@ -196,6 +200,51 @@ void srv_conns_close_idle(struct srv_server *srv)
             srv_conn_linger(c);
         }
     }
+}
+
+/* Waiting for its next request, with none of it buffered. */
+static int srv_conn_idle(const struct srv_conn *c)
+{
+    return c->state == SRV_READING && c->requests > 0 && c->len == 0;
+}
+
+/* The server ran out of fds (accept.c): up to max idle keep-alive
+ * connections close, those idle longest, as at a stop or their timeout
+ * (a client must expect that between requests); one whose next request
+ * is already in the socket is kept. Their timers all started from the
+ * same keep-alive timeout, so the least time left is the longest idle.
+ * One pass keeps the max oldest seen so far (at most ten times a
+ * second: the accept pause). */
+size_t srv_conns_drain_idle(struct srv_server *srv, size_t max)
+{
+    struct srv_conn *pick[64];
+    double left[64];
+    size_t n = 0, worst = 0, closed = 0;
+
+    if (max > 64)
+        max = 64;
+    for (struct srv_conn *c = srv->conns; max && c; c = c->next) {
+        double t;
+        if (!srv_conn_idle(c))
+            continue;
+        t = ev_is_active(&c->timer) ? ev_timer_remaining(srv->loop, &c->timer) : 0;
+        if (n == max && t >= left[worst])
+            continue;
+        if (n < max)
+            worst = n++;
+        pick[worst] = c;
+        left[worst] = t;
+        if (n == max) /* full: find the youngest kept, next to replace */
+            for (size_t i = 0; i < n; i++)
+                if (left[i] > left[worst])
+                    worst = i;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (!srv_conn_owed(pick[i])) {
+            srv_conn_close(pick[i]);
+            closed++;
+        }
+    return closed;
 }
 
 size_t srv_conns_owed(const struct srv_server *srv, int *arriving)
@@ -362,8 +411,11 @@ static void srv_conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
     c->len += (size_t)n;
     if (srv_conn_try_parse(c))
         return;
-    if (had == 0)
-        srv_conn_arm_timer(c); /* a request started: header timeout now */
+    /* A request began on a keep-alive connection: its head now gets the
+     * header timeout. A new connection's clock started at accept and
+     * keeps running: a slow first byte buys no more time. */
+    if (had == 0 && c->requests > 0)
+        srv_conn_arm_timer(c);
 }
 
 static void srv_conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)

@@ -169,6 +169,8 @@ struct srv_conn {
     struct srv_conn *next, *prev;
     struct srv_conn *qnext;      /* in srv->queue, while SRV_QUEUED */
     int trusted;                 /* the peer is in forwarded_allow_ips */
+    int reset;                   /* close with RST: a write timed out,
+                                    or a body without length was cut */
     char remote_addr[64];
     char remote_port[8];
 };
@@ -180,7 +182,8 @@ SRV_HIDDEN PyObject *srv_serve(struct srv_server *srv);
 SRV_HIDDEN void srv_accept_start(struct srv_server *srv);
 SRV_HIDDEN void srv_accept_stop(struct srv_server *srv);
 SRV_HIDDEN void srv_accept_update(struct srv_server *srv);
-SRV_HIDDEN void srv_listener_close(struct srv_server *srv);
+/* drain: accept the backlog first, to serve it through the stop. */
+SRV_HIDDEN void srv_listener_close(struct srv_server *srv, int drain);
 
 /* conn.c */
 SRV_HIDDEN void srv_conn_new(struct srv_listener *l, int fd,
@@ -188,6 +191,9 @@ SRV_HIDDEN void srv_conn_new(struct srv_listener *l, int fd,
 SRV_HIDDEN void srv_conn_close(struct srv_conn *c);
 SRV_HIDDEN void srv_conn_resume(struct srv_conn *c);
 SRV_HIDDEN void srv_conns_close_idle(struct srv_server *srv);
+/* Out of fds: closes up to max idle keep-alive connections, those idle
+ * longest first; returns how many. */
+SRV_HIDDEN size_t srv_conns_drain_idle(struct srv_server *srv, size_t max);
 /* While stopping: connections still waiting for a request head (kept by
  * srv_conns_close_idle); *arriving: one of them has part of it. */
 SRV_HIDDEN size_t srv_conns_owed(const struct srv_server *srv, int *arriving);

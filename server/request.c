@@ -232,6 +232,10 @@ static void srv_run_app(struct srv_resp *r, const struct srv_request *req,
     if (srv_call_app(&call, r, req, input, cl) < 0) {
         srv_app_failed(r, input);
         r->close_after = 1;
+        /* A body that ends at the close (HTTP/1.0, no length) and was cut
+         * short would look whole after a FIN: reset instead. */
+        if (r->head_sent && !r->no_body && !r->chunked && r->content_length < 0)
+            r->c->reset = 1;
     }
     srv_call_end(&call);
 }

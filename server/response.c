@@ -10,6 +10,8 @@
  * sent, closes the connection: never a short body passed off as whole.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -17,6 +19,7 @@
 #include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <time.h>
 
 #include "server/py.h"
 #include "server/response.h"
@@ -612,6 +615,33 @@ void srv_close_result(PyObject *result)
         srv_restore_exc(exc);
 }
 
+/* sendfile(2) without SIGPIPE (send.c uses MSG_NOSIGNAL, which sendfile
+ * lacks). A client's reset met in the middle of one call is swallowed by
+ * its partial count, so the next call fails with EPIPE and raises
+ * SIGPIPE (over a Unix socket, the first write after the peer left
+ * does): deadly for an app that set SIGPIPE back to SIG_DFL. The signal
+ * is blocked for the call and one it raised is taken back; the thread is
+ * the hub's, and nothing switches in between. */
+static ssize_t srv_sendfile_nosig(int out, int in, off_t *off, size_t n)
+{
+    static const struct timespec now = {0, 0};
+    sigset_t pipe, old;
+    ssize_t r;
+    int err;
+
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe, &old);
+    r = sendfile(out, in, off, n);
+    err = errno;
+    if (r < 0 && err == EPIPE && !sigismember(&old, SIGPIPE))
+        while (sigtimedwait(&pipe, NULL, &now) < 0 && errno == EINTR)
+            ;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = err;
+    return r;
+}
+
 /* wsgi.file_wrapper over a regular file: the head, then sendfile(2)
  * straight from the page cache. Returns 1 if it handled the response, 0
  * if the file is not a plain file (iterate it instead), -1 on error. */
@@ -663,7 +693,8 @@ static int srv_sendfile(struct srv_resp *r, struct srv_filewrapper *fw)
     while (left) {
         ssize_t n;
         Py_BEGIN_ALLOW_THREADS
-        n = sendfile(c->fd, fd, &off, left > (1 << 30) ? (1 << 30) : left);
+        n = srv_sendfile_nosig(c->fd, fd, &off,
+                               left > (1 << 30) ? (1 << 30) : left);
         Py_END_ALLOW_THREADS
         if (n > 0) {
             left -= (uint64_t)n;
@@ -678,6 +709,7 @@ static int srv_sendfile(struct srv_resp *r, struct srv_filewrapper *fw)
             continue;
         if (errno != EAGAIN || srv_wait(c->fd, GREEN_WRITE,
                                         c->srv->opt.body_timeout) < 0) {
+            c->reset |= errno == ETIMEDOUT; /* as srv_send_all (send.c) */
             r->failed = 1;
             return -1;
         }

@@ -3,10 +3,18 @@
  *
  * A green thread waits for its socket with the GIL released (srv_wait),
  * so other requests run meanwhile; the hub context never waits.
+ *
+ * Every write is a sendmsg with MSG_NOSIGNAL, never writev: a write to
+ * a connection the client reset fails with EPIPE once the reset's own
+ * error has been read (by a body read that failed, say), and writev
+ * would also raise SIGPIPE, which kills the process of an app that set
+ * it back to SIG_DFL. sendfile (response.c) has no such flag: it blocks
+ * the signal instead.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 
 #include "server/py.h"
@@ -22,19 +30,32 @@ int srv_wait(int fd, int events, double timeout)
     return r;
 }
 
+/* writev without SIGPIPE (see the top of this file). */
+static ssize_t srv_writev(int fd, struct iovec *iov, int cnt)
+{
+    struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
+
+    return sendmsg(fd, &m, MSG_NOSIGNAL);
+}
+
 /* Writes every byte of iov. Green thread, GIL held. Returns 0 or -1 with
- * errno (EPIPE, ECONNRESET: the client left; ETIMEDOUT). */
+ * errno (EPIPE, ECONNRESET: the client left; ETIMEDOUT). A client that
+ * stopped reading for timeout seconds is reset when the connection
+ * closes (c->reset): the bytes queued for it are dropped at once instead
+ * of held by the kernel while it trickles them out. */
 int srv_send_all(struct srv_conn *c, struct iovec *iov, int cnt, double timeout)
 {
     while (cnt > 0) {
-        ssize_t n = writev(c->fd, iov, cnt > IOV_MAX ? IOV_MAX : cnt);
+        ssize_t n = srv_writev(c->fd, iov, cnt > IOV_MAX ? IOV_MAX : cnt);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
             if (errno != EAGAIN)
                 return -1;
-            if (srv_wait(c->fd, GREEN_WRITE, timeout) < 0)
+            if (srv_wait(c->fd, GREEN_WRITE, timeout) < 0) {
+                c->reset |= errno == ETIMEDOUT;
                 return -1;
+            }
             continue;
         }
         while (cnt > 0 && (size_t)n >= iov->iov_len) {
@@ -88,7 +109,7 @@ void srv_send_error_text(struct srv_conn *c, int status, const char *text,
     if (G.current())
         srv_send_all(c, iov, 2, c->srv->opt.body_timeout);
     else
-        (void)!writev(c->fd, iov, 2);
+        (void)!srv_writev(c->fd, iov, 2);
 }
 
 /* The same with a one-line body: "<status> <reason>: <detail>". */

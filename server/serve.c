@@ -5,13 +5,15 @@
  * conn.c's, and each request runs in its own green thread (request.c).
  *
  * Shutdown: SIGINT and SIGTERM set a flag and poke the hub; reaching
- * max_requests stops the same way. The server then stops accepting,
- * closes idle connections (srv_conns_close_idle: some linger a moment
- * for a request on its way), lets running requests finish (their
- * connections close after the response) for up to graceful_timeout
- * seconds, and returns. Other signals reach their Python handlers
- * through a periodic tick that attaches the main thread state; the same
- * tick calls the heartbeat once a second and flushes the access log. An
+ * max_requests stops the same way. The server then stops accepting (on
+ * a signal, once it has accepted what waits in the backlog), closes idle
+ * connections (srv_conns_close_idle: some linger a moment for a request
+ * on its way), serves the connections owed a request, lets running
+ * requests finish (their connections close after the response) for up
+ * to graceful_timeout seconds, and returns. Other signals reach their
+ * Python handlers through a periodic tick that attaches the main thread
+ * state; the same tick calls the heartbeat once a second and flushes the
+ * access log. An
  * exception from a handler or the heartbeat stops the server at once -
  * requests in progress are abandoned - and server() raises it: Python
  * code that raises wants out now, and a graceful stop is what SIGTERM
@@ -68,7 +70,9 @@ static void srv_begin_stop(struct srv_server *srv, int sig, double grace,
     srv->stop_deadline = ev_time() + grace;
     srv->stop_grace = grace;
     srv_accept_update(srv);
-    srv_listener_close(srv);
+    /* A signal's graceful stop serves the backlog; max_requests leaves it
+     * to the workers that share the socket (and stops at its count). */
+    srv_listener_close(srv, sig && grace > 0);
     srv_conns_close_idle(srv);
     if (srv->active && grace > 0)
         fprintf(stderr, "(%ld) wsgi stopping%s%s: waiting up to %g s for %zu "
