@@ -93,7 +93,7 @@ help:
 	@echo "make unit         the C unit tests of MODE (default release)"
 	@echo "make asan         the C unit tests under AddressSanitizer + UBSan"
 	@echo "make integration  the pytest suite against build/libgreen.so"
-	@echo "make matrix       the pytest suite under every pyenv Python 3.10-3.13"
+	@echo "make matrix       pytest + transparency under python3 and every pyenv 3.10-3.13"
 	@echo "make regrtest     CPython's regression tests for the interposed calls, under the preload"
 	@echo "make transparency CPython's tests inside a green thread vs plainly, verdicts diffed"
 	@echo "make bench-switch ns per green thread switch"
@@ -228,14 +228,14 @@ test: deps
 integration: $(B)/libgreen.so $(PY_SOS) $(TEST_EXTS)
 	LIBGREEN_SO=$(abspath build/libgreen.so) $(PYTHON) -m pytest -q tests/integration
 
-# The pytest suite under every pyenv 3.10-3.13 interpreter found (tests
-# whose client libraries that interpreter lacks skip themselves).
+# The pytest suite and the transparency comparison under Debian's python3
+# and every pyenv 3.10-3.13 interpreter found, one version after the other
+# (scripts/matrix; a failing version does not stop the others). Ends with
+# one line per version; reports in build/matrix/report.md and
+# build/transparency/<X.Y.Z>/report.md. MATRIX_PYTHONS picks interpreters.
+MATRIX_PYTHONS ?= $(PYTHON) $(wildcard $(PYENV_ROOT)/versions/3.1[0-3].*/bin/python3)
 matrix: all $(TEST_EXTS)
-	@set -e; for py in $(wildcard $(PYENV_ROOT)/versions/3.1[0-3].*/bin/python3); do \
-	    echo "== $$py"; \
-	    LIBGREEN_PYTHON=$$py LIBGREEN_SO=$(abspath build/libgreen.so) \
-	        $(PYTHON) -m pytest -q tests/integration; \
-	done
+	@scripts/matrix --pytest-python $(PYTHON) --modules "$(TRANSPARENCY)" $(MATRIX_PYTHONS)
 
 # CPython's own regression tests for the calls we interpose, run under the
 # preload (no hub: everything must behave exactly as without libgreen).
@@ -251,7 +251,7 @@ regrtest: all
 # CPython's tests run inside one green thread and plainly, verdicts diffed
 # per test (scripts/transparency/compare; expected differences, each with
 # its reason, in scripts/transparency/expected.txt). Report:
-# build/transparency/report.md. TRANSPARENCY="test_x ..." picks modules.
+# build/transparency/<X.Y.Z>/report.md. TRANSPARENCY="test_x ..." picks modules.
 transparency: all
 	scripts/transparency/compare --python $(PYTHON) $(TRANSPARENCY)
 
