@@ -47,7 +47,7 @@ PRELOAD_SRCS := preload/real.c preload/fdtab.c preload/io.c preload/sock.c \
                 preload/child.c preload/signal.c
 PARSER_SRCS := server/http_parse.c
 BOOT_SRCS := preload/boot.c
-PYSERVER_SRCS := server/api.c server/module.c server/greenthread.c server/mainrun.c \
+PYSERVER_SRCS := server/api.c server/module.c server/greenthread.c server/mainrun.c server/maintstate.c \
                  server/options.c server/wsgi_server.c \
                  server/serve.c server/request.c server/environ.c server/response.c \
                  server/input.c server/filewrapper.c server/log.c \
