@@ -235,7 +235,7 @@ integration: $(B)/libgreen.so $(PY_SOS) $(TEST_EXTS)
 # build/transparency/<X.Y.Z>/report.md. MATRIX_PYTHONS picks interpreters.
 MATRIX_PYTHONS ?= $(PYTHON) $(wildcard $(PYENV_ROOT)/versions/3.1[0-3].*/bin/python3)
 matrix: all $(TEST_EXTS)
-	@scripts/matrix --pytest-python $(PYTHON) --modules "$(TRANSPARENCY)" $(MATRIX_PYTHONS)
+	@$(PYTHON) scripts/matrix --pytest-python $(PYTHON) --modules "$(TRANSPARENCY)" $(MATRIX_PYTHONS)
 
 # CPython's own regression tests for the calls we interpose, run under the
 # preload (no hub: everything must behave exactly as without libgreen).
@@ -253,7 +253,7 @@ regrtest: all
 # its reason, in scripts/transparency/expected.txt). Report:
 # build/transparency/<X.Y.Z>/report.md. TRANSPARENCY="test_x ..." picks modules.
 transparency: all
-	scripts/transparency/compare --python $(PYTHON) $(TRANSPARENCY)
+	$(PYTHON) scripts/transparency/compare --python $(PYTHON) $(TRANSPARENCY)
 
 # ---- benchmarks, fuzzing, running -----------------------------------------
 
