@@ -17,11 +17,15 @@ import time
 import unittest
 
 module, out_path, mode = sys.argv[1], sys.argv[2], sys.argv[3]
-out = open(out_path, "w", buffering=1)
+open(out_path, "w").close()
 
 
 def emit(**rec):
-    out.write(json.dumps(rec) + "\n")
+    # Opened for each record, never kept: a test that closes an fd it
+    # no longer owns (test_asyncio on 3.13 does) would otherwise close
+    # ours, and the records would go to whatever reuses the number.
+    with open(out_path, "a") as out:
+        out.write(json.dumps(rec) + "\n")
 
 
 class Recorder(unittest.TextTestResult):
@@ -103,6 +107,5 @@ if mode == "green":
 else:
     n = run()
 emit(event="end", tests=n)
-out.close()
 sys.stdout.flush()
 sys.exit(0)  # a normal exit: the driver checks that it ends
