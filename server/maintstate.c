@@ -19,8 +19,10 @@
  * is built with describe every 3.13 release. Before 3.13 the flag is the
  * interpreter's and every function here does nothing.
  *
- * Runs with the GIL held (the C handler only reads main_tstate, and a bit
- * set on the old state during a swap is carried over after it).
+ * Only the main OS thread changes main_tstate, from the main program's
+ * waits and from the heir it waits for; other threads and the C signal
+ * handler only read it, and a flag they set on the old state while it
+ * changes is carried over after the store.
  */
 #include <patchlevel.h>
 #if PY_VERSION_HEX >= 0x030D0000
