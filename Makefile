@@ -54,7 +54,7 @@ PRELOAD_SRCS := preload/real.c preload/fdtab.c preload/io.c preload/sock.c \
                 preload/child.c preload/signal.c
 PARSER_SRCS := server/http_parse.c
 BOOT_SRCS := preload/boot.c
-PYSERVER_SRCS := server/api.c server/module.c server/greenthread.c server/mainrun.c \
+PYSERVER_SRCS := server/api.c server/module.c server/greenthread.c server/mainrun.c server/maintstate.c \
                  server/options.c server/wsgi_server.c \
                  server/serve.c server/request.c server/environ.c server/response.c \
                  server/input.c server/filewrapper.c server/log.c \
@@ -102,7 +102,7 @@ help:
 	@echo "make asan         the C unit tests under AddressSanitizer + UBSan"
 	@echo "make integration  the pytest suite against build/libgreen.so"
 	@echo "make faults       tests/integration/test_faults.py at full size (1,000 clients on 256 fds...)"
-	@echo "make matrix       the pytest suite under every pyenv Python 3.10-3.13"
+	@echo "make matrix       pytest + transparency under python3 and every pyenv 3.10-3.13"
 	@echo "make regrtest     CPython's regression tests for the interposed calls, under the preload"
 	@echo "make test-deploy  as root: 3 hosts in network namespaces behind nginx, under load (docs/deploy.md)"
 	@echo "make transparency CPython's tests inside a green thread vs plainly, verdicts diffed"
@@ -250,14 +250,14 @@ faults: $(B)/libgreen.so $(PY_SOS)
 	LIBGREEN_FAULTS_HEAVY=1 LIBGREEN_SO=$(abspath build/libgreen.so) \
 	    $(PYTHON) -m pytest -q -s tests/integration/test_faults.py
 
-# The pytest suite under every pyenv 3.10-3.13 interpreter found (tests
-# whose client libraries that interpreter lacks skip themselves).
+# The pytest suite and the transparency comparison under Debian's python3
+# and every pyenv 3.10-3.13 interpreter found, one version after the other
+# (scripts/matrix; a failing version does not stop the others). Ends with
+# one line per version; reports in build/matrix/report.md and
+# build/transparency/<X.Y.Z>/report.md. MATRIX_PYTHONS picks interpreters.
+MATRIX_PYTHONS ?= $(PYTHON) $(wildcard $(PYENV_ROOT)/versions/3.1[0-3].*/bin/python3)
 matrix: all $(TEST_EXTS)
-	@set -e; for py in $(wildcard $(PYENV_ROOT)/versions/3.1[0-3].*/bin/python3); do \
-	    echo "== $$py"; \
-	    LIBGREEN_PYTHON=$$py LIBGREEN_SO=$(abspath build/libgreen.so) \
-	        $(PYTHON) -m pytest -q tests/integration; \
-	done
+	@$(PYTHON) scripts/matrix --pytest-python $(PYTHON) --modules "$(TRANSPARENCY)" $(MATRIX_PYTHONS)
 
 # Several hosts behind nginx (docs/deploy.md): three instances of
 # build/libgreen in private network namespaces, nginx running
@@ -285,9 +285,9 @@ regrtest: all
 # CPython's tests run inside one green thread and plainly, verdicts diffed
 # per test (scripts/transparency/compare; expected differences, each with
 # its reason, in scripts/transparency/expected.txt). Report:
-# build/transparency/report.md. TRANSPARENCY="test_x ..." picks modules.
+# build/transparency/<X.Y.Z>/report.md. TRANSPARENCY="test_x ..." picks modules.
 transparency: all
-	scripts/transparency/compare --python $(PYTHON) $(TRANSPARENCY)
+	$(PYTHON) scripts/transparency/compare --python $(PYTHON) $(TRANSPARENCY)
 
 # ---- benchmarks, fuzzing, running -----------------------------------------
 

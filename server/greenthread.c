@@ -109,6 +109,7 @@ static void srv_gt_run(void *arg)
         return;
     }
     G.set_info(self, &gi);
+    srv_maints_enter(self, ts);
     PyEval_RestoreThread(ts);
     gt->result = PyObject_Call(gt->fn, gt->args, gt->kwargs);
     if (!gt->result) {
@@ -128,6 +129,7 @@ static void srv_gt_run(void *arg)
     G.wq_wake_all(&gt->waiters);
     Py_DECREF(gt); /* the reference the green thread held */
     gi.ts = NULL;
+    srv_maints_leave(ts);
     srv_tstate_put(ts);
     G.set_info(self, NULL);
 }

@@ -75,18 +75,23 @@ int srv_main_run_heir(int (*done)(void *), void *arg, double timeout,
                       struct green *heir)
 {
     struct srv_main_run mr = {.done = done, .arg = arg};
+    struct srv_maints maints;
     struct green *prev = NULL;
     int rc, err;
 
     if (heir && srv_on_main_os_thread())
         mr.heir = G.set_main(heir, &prev);
+    if (mr.heir)
+        srv_maints_wait_begin(&maints, heir);
     mr.ts = PyEval_SaveThread();
     rc = G.hub_run_until(srv_main_done, &mr, timeout, srv_main_tick,
                          SRV_SIGNAL_PERIOD);
     err = errno;
     PyEval_RestoreThread(mr.ts);
-    if (mr.heir)
+    if (mr.heir) {
         G.set_main(prev, NULL);
+        srv_maints_wait_end(&maints);
+    }
     if (mr.exc) {
         srv_restore_exc(mr.exc);
         return -1;

@@ -90,6 +90,20 @@ SRV_HIDDEN int srv_main_run(int (*done)(void *), void *arg, double timeout);
 SRV_HIDDEN int srv_main_run_heir(int (*done)(void *), void *arg, double timeout,
                                  struct green *heir);
 
+/* maintstate.c: on 3.13+, CPython's main thread state is the main role
+ * holder's while it holds it. Around a wait that gives heir the role
+ * (wait_begin/end, GIL held); when a green thread's state is attached
+ * first (enter) and before it is released (leave). */
+struct srv_maints {
+    PyThreadState *saved;
+    struct green *heir;
+    PyThreadState *back;
+};
+SRV_HIDDEN void srv_maints_wait_begin(struct srv_maints *m, struct green *heir);
+SRV_HIDDEN void srv_maints_wait_end(struct srv_maints *m);
+SRV_HIDDEN void srv_maints_enter(struct green *self, PyThreadState *ts);
+SRV_HIDDEN void srv_maints_leave(PyThreadState *ts);
+
 /* greenthread.c */
 SRV_HIDDEN extern PyTypeObject srv_gt_type;
 SRV_HIDDEN PyObject *srv_spawn(PyObject *self, PyObject *args, PyObject *kw);

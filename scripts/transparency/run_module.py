@@ -16,8 +16,7 @@ import sys
 import time
 import unittest
 
-module, out_path, mode = sys.argv[1], sys.argv[2], sys.argv[3]
-out = open(out_path, "w", buffering=1)
+out = None  # the records file, opened by main()
 
 
 def emit(**rec):
@@ -85,7 +84,7 @@ def prune(suite, prefixes):
                     or not t.id().startswith(tuple(prefixes))]
 
 
-def run():
+def run(module):
     from test import support
     # what regrtest would set: let resource-guarded tests run on loopback
     support.use_resources = ["network", "subprocess", "cpu"]
@@ -97,12 +96,24 @@ def run():
     return r.testsRun
 
 
-if mode == "green":
-    import libgreen
-    n = libgreen.spawn(run).wait()
-else:
-    n = run()
-emit(event="end", tests=n)
-out.close()
-sys.stdout.flush()
-sys.exit(0)  # a normal exit: the driver checks that it ends
+def main():
+    global out
+    module, out_path, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+    out = open(out_path, "w", buffering=1)
+    if mode == "green":
+        import libgreen
+        n = libgreen.spawn(run, module).wait()
+    else:
+        n = run(module)
+    emit(event="end", tests=n)
+    out.close()
+    sys.stdout.flush()
+    sys.exit(0)  # a normal exit: the driver checks that it ends
+
+
+# Only when run as the program: multiprocessing's spawn and forkserver
+# children (test_asyncio, test_concurrent_futures ...) import the main
+# module again, and must not start the whole run over (truncating the
+# records) inside the child.
+if __name__ == "__main__":
+    main()

@@ -104,14 +104,17 @@ def send_only(srv, path):
     return s
 
 
-def wait_parked(srv, n, timeout=10.0):
+def wait_parked(srv, n, timeout=10.0, call=None):
     """Readiness probe: until libgreen.stats() (asked through /stats, on
-    a green thread of its own) says n green threads are parked."""
+    a green thread of its own) says n green threads are parked - and, with
+    call, that many parks in that kind of call happened (a request may
+    park on its way there, e.g. in getaddrinfo before its recv)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         status, _, body = srv.request("GET", "/stats")
         assert status == 200
-        if json.loads(body)["parked"] >= n:
+        st = json.loads(body)
+        if st["parked"] >= n and (call is None or st["parks"][call] >= n):
             return
         time.sleep(0.02)
     pytest.fail(f"{n} green thread(s) never parked")
@@ -127,7 +130,7 @@ def test_dump_shows_the_parked_request_in_the_apps_own_code(server):
     srv = server(APP, QUIET)
     waiting = send_only(srv, "/backend?id=7")
     try:
-        wait_parked(srv, 1)
+        wait_parked(srv, 1, call="recv")
         srv.kill(signal.SIGUSR2)
         assert srv.wait_output(r"^libgreen: end of dump$", timeout=10)
         err = srv.stderr

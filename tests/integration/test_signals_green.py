@@ -36,8 +36,8 @@ def in_main_green(fn):
 '''
 
 
-def run(code, timeout=30):
-    proc = subprocess.run([PYTHON, "-c", PRELUDE + textwrap.dedent(code)],
+def run(code, timeout=30, helpers=""):
+    proc = subprocess.run([PYTHON, "-c", PRELUDE + helpers + textwrap.dedent(code)],
                           env=child_env(), capture_output=True, text=True,
                           timeout=timeout)
     assert proc.returncode == 0, proc.stderr
@@ -95,18 +95,9 @@ def test_alarm_raising_handler_interrupts_blocking_call(call):
     assert out["took"] < 2.0
 
 
-def _pyver():
-    out = subprocess.run([PYTHON, "-c", "import sys; print(sys.version_info[:2])"],
-                         capture_output=True, text=True, timeout=30)
-    return tuple(int(x) for x in out.stdout.strip("()\n").split(","))
-
-
 def test_interrupt_main_from_another_os_thread():
     # As in a plain process, interrupt_main() sends no signal: the
     # KeyboardInterrupt comes at the next bytecode, not out of a sleep.
-    if _pyver() >= (3, 13):
-        pytest.skip("3.13 flags only the interpreter's own main thread "
-                    "state (docs/DESIGN.md, the main thread)")
     out = run('''
         def fn():
             threading.Timer(0.2, _thread.interrupt_main).start()
@@ -120,6 +111,73 @@ def test_interrupt_main_from_another_os_thread():
         print(json.dumps(in_main_green(fn)))
     ''')
     assert out["raised"] and out["took"] < 2.0, out
+
+
+# Python 3.13 flags a signal, and interrupt_main(), on one thread state
+# (the runtime's main_tstate) and only code running on it stops for the
+# handler: while the main program waits, that must be the green thread's
+# (server/maintstate.c), and the main program's again once the wait ends.
+# A pure-Python loop makes no call that could end with EINTR, so these
+# hold only if the flag reaches the code that runs.
+
+def test_interrupt_main_in_main_green_runs_the_handler_at_once():
+    out = run(helpers=BUSY, code='''
+        def fn():
+            signal.signal(signal.SIGINT, note)
+            _thread.interrupt_main()
+            return {"ran": busy(10)}
+        print(json.dumps(in_main_green(fn)))
+    ''')
+    assert out["ran"] is not None and out["ran"] < 0.5, out
+
+
+# The handlers only note that they ran (CPython 3.13 itself may let an
+# exception raised by a handler at a loop's first test escape the try).
+BUSY = '''
+ran = []
+
+def note(signum, frame):
+    ran.append(time.monotonic())
+
+def busy(seconds):
+    """A pure-Python loop (no blocking call) until a handler ran: the
+    seconds it took, or None."""
+    t0 = time.monotonic()
+    while not ran and time.monotonic() - t0 < seconds:
+        pow(12345, 6789, 10000019)
+    return ran[0] - t0 if ran else None
+'''
+
+
+def test_handler_runs_in_a_pure_python_loop_of_main_green():
+    out = run(helpers=BUSY, code='''
+        def fn():
+            signal.signal(signal.SIGALRM, note)
+            signal.setitimer(signal.ITIMER_REAL, 0.1)
+            return {"ran": busy(10)}
+        print(json.dumps(in_main_green(fn)))
+    ''')
+    assert out["ran"] is not None and out["ran"] < 2.0, out
+
+
+@pytest.mark.parametrize("how", ["finished", "timed_out"])
+def test_handler_runs_in_main_program_after_the_wait(how):
+    # after the green thread ended, or after a wait that timed out while
+    # it still runs, signals are the main program's again
+    out = run(helpers=BUSY, code='''
+        signal.signal(signal.SIGALRM, note)
+        g = libgreen.spawn(time.sleep, 0 if %r == "finished" else 0.5)
+        try:
+            g.wait(timeout=0.05)
+        except TimeoutError:
+            pass
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        r = {"ran": busy(10), "dead": g.dead}
+        g.wait()
+        print(json.dumps(r))
+    ''' % how)
+    assert out["ran"] is not None and out["ran"] < 2.0, out
+    assert out["dead"] == (how == "finished")
 
 
 def test_python_handler_runs_promptly_while_parked_in_sleep():
