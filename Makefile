@@ -45,13 +45,13 @@ PRELOAD_SRCS := preload/real.c preload/fdtab.c preload/io.c preload/sock.c \
                 preload/poll.c preload/sleep.c preload/fd.c preload/sem.c \
                 preload/thread.c preload/resolve.c \
                 preload/child.c preload/signal.c
-PARSER_SRCS := server/http_parse.c
+PARSER_SRCS := server/http_parse.c server/frame.c
 BOOT_SRCS := preload/boot.c
 PYSERVER_SRCS := server/api.c server/module.c server/greenthread.c server/mainrun.c \
                  server/options.c server/wsgi_server.c \
                  server/serve.c server/request.c server/environ.c server/response.c \
                  server/input.c server/filewrapper.c server/log.c \
-                 server/park_hooks.c server/tstate.c server/http_parse.c \
+                 server/park_hooks.c server/tstate.c server/http_parse.c server/frame.c \
                  server/accept.c server/conn.c server/send.c \
                  server/log_format.c server/forwarded.c server/lazy.c \
                  server/debug.c server/pytrace.c
@@ -102,7 +102,8 @@ help:
 	@echo "make bench-wsgi   req/s against gevent and eventlet (wrk on loopback)"
 	@echo "make bench-memory RSS over a million requests"
 	@echo "make bench        switch + parse + wsgi benchmarks"
-	@echo "make fuzz         fuzz the HTTP parser (FUZZ_SECONDS, default 60)"
+	@echo "make fuzz         fuzz the request parser, the chunked decoder and the"
+	@echo "                  response framing (FUZZ_SECONDS each, default 60)"
 	@echo "make options-doc  rewrite README's server options table from server/options.def"
 	@echo "make install      PREFIX/bin/libgreen and PREFIX/lib/libgreen/*.so (PREFIX=/usr/local, DESTDIR)"
 	@echo "make clean        remove build/"
@@ -288,8 +289,10 @@ bench-memory: all
 
 bench: bench-switch bench-calls bench-parse bench-wsgi
 
+# Every fuzz target (fuzz/fuzz_*.c) for FUZZ_SECONDS each (scripts/fuzz).
+FUZZ_SECONDS ?= 60
 fuzz:
-	@scripts/fuzz-http-parse
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz
 
 # README's "Server options" table, from server/options.def through the
 # built module (tests/integration/test_server_options.py checks it).
