@@ -80,7 +80,7 @@ PRELOAD_TESTS := $(patsubst tests/preload/%.c,$(B)/tests/preload/%,$(wildcard te
 SERVER_TESTS := $(patsubst tests/server/%.c,$(B)/tests/server/%,$(wildcard tests/server/test_*.c))
 UNIT_TESTS := $(HUB_TESTS) $(PRELOAD_TESTS) $(SERVER_TESTS)
 
-.PHONY: all help deps test unit asan integration matrix regrtest bench bench-switch bench-calls \
+.PHONY: all help deps test unit asan asan-full integration matrix regrtest bench bench-switch bench-calls \
         bench-parse bench-wsgi bench-memory run fuzz clean options-doc transparency install FORCE
 .DEFAULT_GOAL := all
 
@@ -91,7 +91,9 @@ help:
 	@echo "make run          install what is missing, build, serve examples/ on 127.0.0.1:8000"
 	@echo "make test         install what is missing, build, run every test (C, ASan, pytest)"
 	@echo "make unit         the C unit tests of MODE (default release)"
-	@echo "make asan         the C unit tests under AddressSanitizer + UBSan"
+	@echo "make asan         the C unit tests and the server's pytest suite under"
+	@echo "                  AddressSanitizer + UBSan (a report anywhere fails it)"
+	@echo "make asan-full    the same with every pytest test"
 	@echo "make integration  the pytest suite against build/libgreen.so"
 	@echo "make matrix       the pytest suite under every pyenv Python 3.10-3.13"
 	@echo "make regrtest     CPython's regression tests for the interposed calls, under the preload"
@@ -214,15 +216,35 @@ UCONTEXT_TESTS := $(B)/tests/hub/ucontext_switch $(B)/tests/hub/ucontext_dump
 unit: $(UNIT_TESTS) $(UCONTEXT_TESTS) $(B)/libgreen.so
 	@scripts/run-unit-tests $(B) $(UNIT_TESTS) $(UCONTEXT_TESTS)
 
+# The C unit tests and then pytest against the ASan + UBSan build
+# (scripts/asan-pytest says how; a sanitizer report anywhere fails it).
+# `make asan` runs the server's tests (ASAN_TESTS: they drive the request
+# parser, connections, environ, responses and bodies, the C most exposed
+# to what clients send; test_asan.py checks that a report fails the run)
+# and stops at the first failure; `make asan-full` runs every test. Only
+# $(PYTHON)'s server module is built for it.
+ASAN_TESTS ?= tests/integration/test_asan.py \
+              $(sort $(wildcard tests/integration/test_server_*.py))
+ASAN_PYTEST_ARGS ?= -x
+ASAN_PY_OBJS = build/asan/libgreen.so build/asan/libgreen_py$(PY_SYS_VER).so \
+               build/asan/libgreen build/asan/tests/ext/py$(PY_SYS_VER)/gilhold.so
+
 asan:
 	@$(MAKE) --no-print-directory MODE=asan unit
+	@$(MAKE) --no-print-directory MODE=asan $(ASAN_PY_OBJS)
+	@PYTHON=$(PYTHON) scripts/asan-pytest $(ASAN_PYTEST_ARGS) $(ASAN_TESTS)
+
+asan-full:
+	@$(MAKE) --no-print-directory MODE=asan unit
+	@$(MAKE) --no-print-directory MODE=asan $(ASAN_PY_OBJS)
+	@PYTHON=$(PYTHON) scripts/asan-pytest tests/integration
 
 # ---- everything --------------------------------------------------------
 
 test: deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory unit
-	@$(MAKE) --no-print-directory MODE=asan unit
+	@$(MAKE) --no-print-directory asan
 	@tests/preload/test_exports.sh build/libgreen.so
 	@$(MAKE) --no-print-directory integration
 

@@ -27,6 +27,11 @@ Environment knobs:
                    LIBGREEN_SO=build/asan/libgreen.so
                    LIBGREEN_PRELOAD_FIRST=$(gcc -print-file-name=libasan.so)
                    ASAN_OPTIONS=detect_leaks=0
+                   (scripts/asan-pytest sets all of it; every test that
+                   preloads an object itself uses preload_value())
+  LIBGREEN_SANITIZER_REPORTS  a directory the sanitizers write their
+                   reports to (their log_path): a test after which a new
+                   report is there fails, naming it
 
 Every app module gets a prelude with `STATE` (a private directory) and
 `record(*parts)`, which appends one line to STATE/calls; tests read the
@@ -73,6 +78,12 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def preload_value(so=None):
+    """The LD_PRELOAD value that loads so (default: the object under
+    test), after LIBGREEN_PRELOAD_FIRST if set."""
+    return " ".join(filter(None, [PRELOAD_FIRST, str(so or SO)]))
+
+
 def child_env(preload=True, extra=None):
     """os.environ without anything that preloads, tunes or redirects
     libgreen or Python, and without LD_LIBRARY_PATH (a pyenv interpreter
@@ -86,7 +97,7 @@ def child_env(preload=True, extra=None):
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
     if preload:
-        env["LD_PRELOAD"] = " ".join(filter(None, [PRELOAD_FIRST, str(SO)]))
+        env["LD_PRELOAD"] = preload_value()
     if extra:
         env.update(extra)
     return env
@@ -424,6 +435,32 @@ def module_server(tmp_path_factory):
     yield start
     for srv in started:
         srv.stop()
+
+
+SANITIZER_REPORTS = os.environ.get("LIBGREEN_SANITIZER_REPORTS")
+# For the few tests that cannot hold under ASan: skip_under_asan("why").
+UNDER_ASAN = "libasan" in PRELOAD_FIRST
+
+
+def skip_under_asan(reason):
+    return pytest.mark.skipif(UNDER_ASAN, reason=f"under ASan: {reason}")
+
+
+@pytest.fixture(autouse=True)
+def _sanitizer_reports():
+    """Under scripts/asan-pytest: fails the test after which a sanitizer
+    report appeared (from any process it started), with the report."""
+    if not SANITIZER_REPORTS:
+        yield
+        return
+    before = set(os.listdir(SANITIZER_REPORTS))
+    yield
+    new = sorted(set(os.listdir(SANITIZER_REPORTS)) - before)
+    if new:
+        text = "".join(f"---- {n}\n" + Path(SANITIZER_REPORTS, n).read_text(
+            errors="replace")[:20000] for n in new)
+        pytest.fail(f"sanitizer report(s) during this test:\n{text}",
+                    pytrace=False)
 
 
 TEST_TIME_LIMIT = float(os.environ.get("LIBGREEN_TEST_TIME_LIMIT", "60"))
