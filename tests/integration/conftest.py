@@ -58,6 +58,7 @@ SO = Path(os.environ.get("LIBGREEN_SO") or REPO / "build" / "libgreen.so").resol
 PYTHON = os.environ.get("LIBGREEN_PYTHON") or "/usr/bin/python3"
 # Loaded before libgreen.so: the ASan runtime for a MODE=asan build.
 PRELOAD_FIRST = os.environ.get("LIBGREEN_PRELOAD_FIRST", "")
+UNDER_ASAN = "libasan" in PRELOAD_FIRST
 
 STARTUP_RE = re.compile(
     r"^\((\d+)\) wsgi starting up on (http://127\.0\.0\.1:(\d+)|unix:(\S+))$",
@@ -67,8 +68,38 @@ STOP_TIMEOUT = 10.0    # seconds SIGTERM gets before SIGKILL
 IO_TIMEOUT = 10.0      # default socket timeout in tests
 
 
+# The tests that cannot hold under ASan (scripts/asan-pytest), by node id
+# prefix, with the reason. Keep it short: a test that fails under ASan
+# for any other reason has found something.
+ASAN_SKIPS = {
+    "test_transparency.py::test_curl_":
+        "curl hangs in setlocale() at start with the ASan runtime "
+        "preloaded, with or without libgreen",
+    "test_transparency.py::test_dd_between_pipes":
+        "dd calls aligned_alloc(4096, 1000), which glibc allows and ASan "
+        "reports as dd's own error",
+    "test_cli.py::test_master_stays_small":
+        "it measures RSS, which ASan's shadow memory and quarantine inflate",
+    "test_backends.py::test_redis_blpop_with_timeouts":
+        "timing bounds (ticks within 0.15 s) that ASan's slowdown breaks",
+    "test_backends.py::test_memcached_concurrent_set_get":
+        "timing bounds (ticks within 0.15 s) that ASan's slowdown breaks",
+    "test_backends.py::test_outbound_http_timeouts_are_per_green_thread":
+        "timing bounds (a timeout within 0.45 s) that ASan's slowdown breaks",
+    "test_backends.py::test_outbound_https_overlaps":
+        "timing bounds (TLS in Python) that ASan's slowdown breaks",
+}
+
+
 def pytest_collection_modifyitems(config, items):
-    """Skip the server tests when the object was not built."""
+    """Skip the server tests when the object was not built, and under
+    ASan the few tests of ASAN_SKIPS."""
+    if UNDER_ASAN:
+        for item in items:
+            node = item.nodeid.rpartition("/")[2]
+            for prefix, why in ASAN_SKIPS.items():
+                if node.startswith(prefix):
+                    item.add_marker(pytest.mark.skip(reason=f"under ASan: {why}"))
     if SO.is_file():
         return
     skip = pytest.mark.skip(
@@ -438,12 +469,6 @@ def module_server(tmp_path_factory):
 
 
 SANITIZER_REPORTS = os.environ.get("LIBGREEN_SANITIZER_REPORTS")
-# For the few tests that cannot hold under ASan: skip_under_asan("why").
-UNDER_ASAN = "libasan" in PRELOAD_FIRST
-
-
-def skip_under_asan(reason):
-    return pytest.mark.skipif(UNDER_ASAN, reason=f"under ASan: {reason}")
 
 
 @pytest.fixture(autouse=True)
