@@ -13,6 +13,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/uio.h>
 
 #ifndef SRV_API
@@ -68,9 +69,20 @@ struct srv_buf {
     char local[2048];
 };
 SRV_API void srv_buf_init(struct srv_buf *b);
-/* Appends s[0..n): 0, or -1 if out of memory (b unchanged). */
-SRV_API int srv_buf_add(struct srv_buf *b, const char *s, size_t n);
 SRV_API void srv_buf_free(struct srv_buf *b);
+/* Makes room for n more bytes: 0, or -1 if out of memory (b unchanged). */
+SRV_API int srv_buf_grow(struct srv_buf *b, size_t n);
+
+/* Appends s[0..n): 0, or -1 if out of memory (b unchanged). Inline: a
+ * head is a few dozen of these. */
+static inline int srv_buf_add(struct srv_buf *b, const char *s, size_t n)
+{
+    if (n > b->cap - b->len && srv_buf_grow(b, n) < 0)
+        return -1;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    return 0;
+}
 
 /* The head, in three steps, each 0 or -1 (out of memory): the status
  * line; each of the app's fields, checked before by srv_field_check
