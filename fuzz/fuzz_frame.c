@@ -232,17 +232,26 @@ static void check_body(const struct wire *w, size_t off, const struct seen *s,
         ASSERT(n == alen && s->close);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+/* One input, taken apart. */
+struct resp {
+    int minor, head, may_keep, one_item;
+    struct part status;
+    struct part names[MAXF], vals[MAXF];
+    size_t nh;
+    struct part pieces[64];
+    size_t np, first;       /* first: the first non-empty piece, or np */
+};
+
+static void take_apart(const uint8_t *data, size_t size, struct resp *r)
 {
-    if (size < 1)
-        return 0;
-    int minor = data[0] & 1, head = data[0] >> 1 & 1, may_keep = data[0] >> 2 & 1;
-    int one_item = data[0] >> 3 & 1;
-    struct part f[2 * MAXF + 2];
+    struct part f[2 * MAXF + 2], body = {"", 0};
     size_t nf = 0;
     const char *p = (const char *)data + 1, *e = (const char *)data + size;
 
+    r->minor = data[0] & 1;
+    r->head = data[0] >> 1 & 1;
+    r->may_keep = data[0] >> 2 & 1;
+    r->one_item = data[0] >> 3 & 1;
     for (;;) { /* status, name, value, ..., body */
         const char *sep = memchr(p, 0xff, (size_t)(e - p));
         if (nf == sizeof f / sizeof f[0] - 1)
@@ -253,105 +262,138 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         p = sep + 1;
     }
-    struct part body = {"", 0};
     if (nf >= 2)
         body = f[--nf];
-    size_t nh = (nf - 1 + 1) / 2;
-    struct part *names = malloc(sizeof *names * (nh + 1)), *vals = malloc(sizeof *vals * (nh + 1));
-    for (size_t i = 0; i < nh; i++) {
-        names[i] = f[1 + 2 * i];
-        vals[i] = 1 + 2 * i + 1 < nf ? f[2 + 2 * i] : (struct part){"", 0};
+    r->status = f[0];
+    r->nh = nf / 2;
+    for (size_t i = 0; i < r->nh; i++) {
+        r->names[i] = f[1 + 2 * i];
+        r->vals[i] = 2 + 2 * i < nf ? f[2 + 2 * i] : (struct part){"", 0};
     }
-
-    /* start_response */
-    int code = srv_status_check(f[0].p, f[0].n);
-    ASSERT((code >= 100 && code <= 599) == expect_status(&f[0]));
-    struct srv_head_info h = {-1, 0, 0};
-    int ok = code > 0;
-    for (size_t i = 0; ok && i < nh; i++) {
-        struct srv_head_info before = h;
-        int v = srv_field_check(&h, names[i].p, names[i].n, vals[i].p, vals[i].n);
-        ASSERT((v == 0) == expect_field(&names[i], &vals[i],
-                                        h.app_cl ? h.content_length : -1));
-        if (v)
-            ASSERT(memcmp(&before, &h, sizeof h) == 0);
-        ok = !v;
-    }
-    if (!ok)
-        goto out;
-
-    /* the pieces; the head waits for the first non-empty one */
-    struct part pieces[64];
-    size_t np = 0, alen = 0;
-    char *app = malloc(body.n + 1);
+    r->np = 0;
     for (const char *q = body.p, *be = body.p + body.n;;) {
-        const char *sep = one_item ? NULL : memchr(q, 0xfe, (size_t)(be - q));
-        if (np == 63)
+        const char *sep = r->one_item ? NULL : memchr(q, 0xfe, (size_t)(be - q));
+        if (r->np == 63)
             sep = NULL;
-        pieces[np].p = q;
-        pieces[np++].n = (size_t)((sep ? sep : be) - q);
+        r->pieces[r->np].p = q;
+        r->pieces[r->np++].n = (size_t)((sep ? sep : be) - q);
         if (!sep)
             break;
         q = sep + 1;
     }
-    size_t first = 0;
-    while (first < np && !pieces[first].n)
-        first++;
-    int final = one_item || first == np;
-    struct srv_framing fr = {.content_length = h.content_length,
-                             .close_after = h.close_after};
-    srv_framing_choose(&fr, code, head, minor, may_keep,
-                       first < np ? pieces[first].n : 0, final);
-    ASSERT(!(fr.chunked && fr.content_length >= 0));
-    ASSERT(!fr.chunked || minor == 1);
+    for (r->first = 0; r->first < r->np && !r->pieces[r->first].n; r->first++)
+        ;
+}
 
-    struct srv_buf b;
+/* start_response: frame.c's verdicts against the harness's own; the
+ * code, or 0 if the call is refused. */
+static int check_start(const struct resp *r, struct srv_head_info *h)
+{
+    int code = srv_status_check(r->status.p, r->status.n);
+
+    ASSERT((code >= 100 && code <= 599) == expect_status(&r->status));
+    *h = (struct srv_head_info){-1, 0, 0};
+    for (size_t i = 0; code > 0 && i < r->nh; i++) {
+        struct srv_head_info before = *h;
+        int v = srv_field_check(h, r->names[i].p, r->names[i].n, r->vals[i].p,
+                                r->vals[i].n);
+        ASSERT((v == 0) == expect_field(&r->names[i], &r->vals[i],
+                                        h->app_cl ? h->content_length : -1));
+        if (v) {
+            ASSERT(memcmp(&before, h, sizeof *h) == 0);
+            return 0;
+        }
+    }
+    return code > 0 ? code : 0;
+}
+
+/* The head as response.c writes it, read back. */
+static void write_head(const struct resp *r, int code, const struct srv_head_info *h,
+                       struct srv_framing *fr, struct srv_buf *b, struct seen *s)
+{
     unsigned seen = 0;
-    srv_buf_init(&b);
-    ASSERT(srv_head_status(&b, minor, f[0].p, f[0].n) == 0);
-    for (size_t i = 0; i < nh; i++)
-        ASSERT(srv_head_field(&b, names[i].p, names[i].n, vals[i].p, vals[i].n, &seen) == 0);
-    ASSERT(srv_head_end(&b, &fr, code, h.app_cl, minor, seen, DATE) == 0);
 
-    struct seen s;
-    read_head(b.p, b.len, &s);
-    ASSERT(s.minor == minor && s.code == code);
-    ASSERT(s.n_date >= 1 && s.n_server >= 1 && s.n_conn <= 1);
-    ASSERT(s.n_cl <= 1 && s.n_te <= 1 && !(s.n_cl && s.n_te));
-    ASSERT(s.n_te == fr.chunked);
-    ASSERT(s.close == fr.close_after);
-    ASSERT(!s.n_cl || s.cl == fr.content_length);
-    ASSERT(minor == 0 || fr.close_after || s.n_conn == 0);
+    *fr = (struct srv_framing){.content_length = h->content_length,
+                               .close_after = h->close_after};
+    srv_framing_choose(fr, code, r->head, r->minor, r->may_keep,
+                       r->first < r->np ? r->pieces[r->first].n : 0,
+                       r->one_item || r->first == r->np);
+    ASSERT(!(fr->chunked && fr->content_length >= 0));
+    ASSERT(!fr->chunked || r->minor == 1);
+    srv_buf_init(b);
+    ASSERT(srv_head_status(b, r->minor, r->status.p, r->status.n) == 0);
+    for (size_t i = 0; i < r->nh; i++)
+        ASSERT(srv_head_field(b, r->names[i].p, r->names[i].n, r->vals[i].p,
+                              r->vals[i].n, &seen) == 0);
+    ASSERT(srv_head_end(b, fr, code, h->app_cl, r->minor, seen, DATE) == 0);
 
-    /* the body, as srv_send_body clips it to the Content-Length */
+    read_head(b->p, b->len, s);
+    ASSERT(s->minor == r->minor && s->code == code);
+    ASSERT(s->n_date >= 1 && s->n_server >= 1 && s->n_conn <= 1);
+    ASSERT(s->n_cl <= 1 && s->n_te <= 1 && !(s->n_cl && s->n_te));
+    ASSERT(s->n_te == fr->chunked);
+    ASSERT(s->close == fr->close_after);
+    ASSERT(!s->n_cl || s->cl == fr->content_length);
+    ASSERT(r->minor == 0 || fr->close_after || s->n_conn == 0);
+}
+
+/* The body after the head, as srv_send_body clips it to the
+ * Content-Length and srv_resp_finish ends it, read back. */
+static void write_body(const struct resp *r, struct srv_framing *fr,
+                       const struct srv_buf *b, struct seen *s)
+{
     struct wire w = {0};
-    put(&w, b.p, b.len);
     uint64_t sent = 0;
-    for (size_t i = first; i < np && !fr.no_body; i++) {
-        struct part piece = pieces[i];
+    size_t alen = 0, total = 0;
+
+    for (size_t i = 0; i < r->np; i++)
+        total += r->pieces[i].n;
+    char *app = malloc(total + 1);
+    put(&w, b->p, b->len);
+    for (size_t i = r->first; i < r->np && !fr->no_body; i++) {
+        struct part piece = r->pieces[i];
         if (!piece.n)
             continue;
         memcpy(app + alen, piece.p, piece.n);
         alen += piece.n;
-        if (fr.content_length >= 0 && sent + piece.n > (uint64_t)fr.content_length) {
-            piece.n = (size_t)((uint64_t)fr.content_length - sent);
-            fr.close_after = s.close = 1;
+        if (fr->content_length >= 0 && sent + piece.n > (uint64_t)fr->content_length) {
+            piece.n = (size_t)((uint64_t)fr->content_length - sent);
+            fr->close_after = s->close = 1;
             if (!piece.n)
                 continue;
         }
-        put_piece(&w, fr.chunked, &piece);
+        put_piece(&w, fr->chunked, &piece);
         sent += piece.n;
     }
-    if (fr.chunked && !fr.no_body)
+    if (fr->chunked && !fr->no_body)
         put(&w, SRV_LAST_CHUNK, sizeof SRV_LAST_CHUNK - 1);
-    if (fr.content_length >= 0 && !fr.no_body && sent < (uint64_t)fr.content_length)
-        s.close = 1; /* srv_resp_finish: a short body closes */
-    check_body(&w, b.len, &s, &fr, app, alen);
+    if (fr->content_length >= 0 && !fr->no_body && sent < (uint64_t)fr->content_length)
+        s->close = 1; /* a short body closes */
+    check_body(&w, b->len, s, fr, app, alen);
     free(w.p);
-    srv_buf_free(&b);
     free(app);
-out:
-    free(names);
-    free(vals);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    struct resp *r;
+    struct srv_head_info h;
+    struct srv_framing fr;
+    struct srv_buf b;
+    struct seen s;
+    int code;
+
+    if (size < 1)
+        return 0;
+    r = malloc(sizeof *r);
+    take_apart(data, size, r);
+    code = check_start(r, &h);
+    if (code) {
+        write_head(r, code, &h, &fr, &b, &s);
+        write_body(r, &fr, &b, &s);
+        srv_buf_free(&b);
+    }
+    free(r);
     return 0;
 }
