@@ -52,13 +52,13 @@ PRELOAD_SRCS := preload/real.c preload/fdtab.c preload/io.c preload/sock.c \
                 preload/poll.c preload/sleep.c preload/fd.c preload/sem.c \
                 preload/thread.c preload/resolve.c \
                 preload/child.c preload/signal.c
-PARSER_SRCS := server/http_parse.c
+PARSER_SRCS := server/http_parse.c server/frame.c
 BOOT_SRCS := preload/boot.c
 PYSERVER_SRCS := server/api.c server/module.c server/greenthread.c server/mainrun.c server/maintstate.c \
                  server/options.c server/wsgi_server.c \
                  server/serve.c server/request.c server/environ.c server/response.c \
                  server/input.c server/filewrapper.c server/log.c \
-                 server/park_hooks.c server/tstate.c server/http_parse.c \
+                 server/park_hooks.c server/tstate.c server/http_parse.c server/frame.c \
                  server/accept.c server/conn.c server/send.c \
                  server/log_format.c server/forwarded.c server/lazy.c \
                  server/debug.c server/pytrace.c
@@ -87,7 +87,7 @@ PRELOAD_TESTS := $(patsubst tests/preload/%.c,$(B)/tests/preload/%,$(wildcard te
 SERVER_TESTS := $(patsubst tests/server/%.c,$(B)/tests/server/%,$(wildcard tests/server/test_*.c))
 UNIT_TESTS := $(HUB_TESTS) $(PRELOAD_TESTS) $(SERVER_TESTS)
 
-.PHONY: all help deps test unit asan integration matrix regrtest test-deploy bench bench-switch bench-calls \
+.PHONY: all help deps test unit asan asan-full integration matrix regrtest test-deploy bench bench-switch bench-calls \
         bench-parse bench-wsgi bench-memory run fuzz clean options-doc transparency install faults FORCE \
         man deb wheel test-deb test-wheel
 .DEFAULT_GOAL := all
@@ -99,7 +99,9 @@ help:
 	@echo "make run          install what is missing, build, serve examples/ on 127.0.0.1:8000"
 	@echo "make test         install what is missing, build, run every test (C, ASan, pytest)"
 	@echo "make unit         the C unit tests of MODE (default release)"
-	@echo "make asan         the C unit tests under AddressSanitizer + UBSan"
+	@echo "make asan         the C unit tests and the server's pytest suite under"
+	@echo "                  AddressSanitizer + UBSan (a report anywhere fails it)"
+	@echo "make asan-full    the same with every pytest test"
 	@echo "make integration  the pytest suite against build/libgreen.so"
 	@echo "make faults       tests/integration/test_faults.py at full size (1,000 clients on 256 fds...)"
 	@echo "make matrix       pytest + transparency under python3 and every pyenv 3.10-3.13"
@@ -112,7 +114,8 @@ help:
 	@echo "make bench-wsgi   req/s against gevent and eventlet (wrk on loopback)"
 	@echo "make bench-memory RSS over a million requests"
 	@echo "make bench        switch + parse + wsgi benchmarks"
-	@echo "make fuzz         fuzz the HTTP parser (FUZZ_SECONDS, default 60)"
+	@echo "make fuzz         fuzz the request parser, the chunked decoder and the"
+	@echo "                  response framing (FUZZ_SECONDS each, default 60)"
 	@echo "make options-doc  rewrite README's server options table from server/options.def"
 	@echo "make install      PREFIX/bin/libgreen, LIBDIR/*.so, the man page (PREFIX=/usr/local, DESTDIR)"
 	@echo "make deb          build/libgreen_VERSION_ARCH.deb (dpkg-buildpackage), checked by lintian"
@@ -230,15 +233,35 @@ UCONTEXT_TESTS := $(B)/tests/hub/ucontext_switch $(B)/tests/hub/ucontext_dump
 unit: $(UNIT_TESTS) $(UCONTEXT_TESTS) $(B)/libgreen.so
 	@scripts/run-unit-tests $(B) $(UNIT_TESTS) $(UCONTEXT_TESTS)
 
+# The C unit tests and then pytest against the ASan + UBSan build
+# (scripts/asan-pytest says how; a sanitizer report anywhere fails it).
+# `make asan` runs the server's tests (ASAN_TESTS: they drive the request
+# parser, connections, environ, responses and bodies, the C most exposed
+# to what clients send; test_asan.py checks that a report fails the run)
+# and stops at the first failure; `make asan-full` runs every test. Only
+# $(PYTHON)'s server module is built for it.
+ASAN_TESTS ?= tests/integration/test_asan.py \
+              $(sort $(wildcard tests/integration/test_server_*.py))
+ASAN_PYTEST_ARGS ?= -x
+ASAN_PY_OBJS = build/asan/libgreen.so build/asan/libgreen_py$(PY_SYS_VER).so \
+               build/asan/libgreen build/asan/tests/ext/py$(PY_SYS_VER)/gilhold.so
+
 asan:
 	@$(MAKE) --no-print-directory MODE=asan unit
+	@$(MAKE) --no-print-directory MODE=asan $(ASAN_PY_OBJS)
+	@PYTHON=$(PYTHON) scripts/asan-pytest $(ASAN_PYTEST_ARGS) $(ASAN_TESTS)
+
+asan-full:
+	@$(MAKE) --no-print-directory MODE=asan unit
+	@$(MAKE) --no-print-directory MODE=asan $(ASAN_PY_OBJS)
+	@PYTHON=$(PYTHON) scripts/asan-pytest tests/integration
 
 # ---- everything --------------------------------------------------------
 
 test: deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory unit
-	@$(MAKE) --no-print-directory MODE=asan unit
+	@$(MAKE) --no-print-directory asan
 	@tests/preload/test_exports.sh build/libgreen.so
 	@$(MAKE) --no-print-directory integration
 
@@ -322,8 +345,10 @@ bench-memory: all
 
 bench: bench-switch bench-calls bench-parse bench-wsgi
 
+# Every fuzz target (fuzz/fuzz_*.c) for FUZZ_SECONDS each (scripts/fuzz).
+FUZZ_SECONDS ?= 60
 fuzz:
-	@scripts/fuzz-http-parse
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz
 
 # README's "Server options" table, from server/options.def through the
 # built module (tests/integration/test_server_options.py checks it).

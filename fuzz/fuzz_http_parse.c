@@ -13,7 +13,7 @@
  * http(s) with a host and no userinfo in absolute-form, and no framing,
  * routing or credential field in the trailers of an accepted body.
  *
- * Run: scripts/fuzz-http-parse
+ * Run: scripts/fuzz http_parse
  */
 #include <stdint.h>
 #include <stdio.h>

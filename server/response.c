@@ -8,6 +8,8 @@
  * HTTP/1.1 responses are chunked and HTTP/1.0 ones end by closing. A body
  * that does not match its Content-Length, or an error after the head was
  * sent, closes the connection: never a short body passed off as whole.
+ * What a status or header may hold and the bytes of the head and of each
+ * chunk are server/frame.c's (no Python there, so it is fuzzed).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -21,16 +23,11 @@
 #include <sys/uio.h>
 #include <time.h>
 
+#include "server/frame.h"
 #include "server/py.h"
 #include "server/response.h"
 
 /* ---- the response ----------------------------------------------------- */
-
-static int srv_token_char(unsigned char ch)
-{
-    static const char *sep = "()<>@,;:\\\"/[]?={} \t";
-    return ch > 32 && ch < 127 && !strchr(sep, ch);
-}
 
 /* Latin-1 bytes of a str, or NULL with ValueError naming what. */
 static const char *srv_str_bytes(PyObject *s, Py_ssize_t *len, const char *what)
@@ -54,108 +51,63 @@ static int srv_check_status(PyObject *status)
 {
     Py_ssize_t slen;
     const char *s = srv_str_bytes(status, &slen, "the status");
+    int code;
 
     if (!s)
         return -1;
-    if (slen < 4 || s[3] != ' ' || s[0] < '1' || s[0] > '5' || s[1] < '0' ||
-        s[1] > '9' || s[2] < '0' || s[2] > '9') {
+    code = srv_status_check(s, (size_t)slen);
+    if (code == SRV_STATUS_FORM)
         PyErr_Format(PyExc_ValueError,
                      "the status must be a 3-digit code, a space and a "
                      "reason phrase, like '200 OK' (got %R)", status);
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < slen; i++)
-        if ((unsigned char)s[i] < 32 || s[i] == 127) {
-            PyErr_Format(PyExc_ValueError,
-                         "the status %R holds a control character", status);
-            return -1;
-        }
-    return (s[0] - '0') * 100 + (s[1] - '0') * 10 + (s[2] - '0');
-}
-
-/* The name of header t is a token and its value holds no control
- * character (no response splitting). Returns 0, or -1 with ValueError. */
-static int srv_check_field(PyObject *t, const char *name, Py_ssize_t nl,
-                           const char *val, Py_ssize_t vl)
-{
-    if (nl == 0) {
-        PyErr_SetString(PyExc_ValueError, "a response header name is empty");
-        return -1;
-    }
-    for (Py_ssize_t j = 0; j < nl; j++)
-        if (!srv_token_char((unsigned char)name[j])) {
-            PyErr_Format(PyExc_ValueError,
-                         "response header name %R is not a valid token",
-                         PyTuple_GET_ITEM(t, 0));
-            return -1;
-        }
-    for (Py_ssize_t j = 0; j < vl; j++) {
-        unsigned char ch = (unsigned char)val[j];
-        if ((ch < 32 && ch != '\t') || ch == 127) {
-            PyErr_Format(PyExc_ValueError,
-                         "response header %R has a control character "
-                         "(CR, LF, NUL...) in its value: refusing to send "
-                         "it", PyTuple_GET_ITEM(t, 0));
-            return -1;
-        }
-    }
-    return 0;
-}
-
-/* A Content-Length value: digits only, or -1. */
-static long long srv_parse_length(const char *val, Py_ssize_t vl)
-{
-    char tmp[32], *end;
-    long long v;
-
-    if (vl == 0 || vl >= (Py_ssize_t)sizeof tmp || val[0] < '0' || val[0] > '9')
-        return -1;
-    memcpy(tmp, val, (size_t)vl);
-    tmp[vl] = 0;
-    errno = 0;
-    v = strtoll(tmp, &end, 10);
-    return errno || *end || v < 0 ? -1 : v;
+    else if (code == SRV_STATUS_CTL)
+        PyErr_Format(PyExc_ValueError,
+                     "the status %R holds a control character", status);
+    return code < 0 ? -1 : code;
 }
 
 /* What start_response's arguments say, kept aside until all of them
  * passed: a refused call changes nothing in the response. */
 struct srv_start {
     int code;
-    int64_t content_length;     /* -1 if the headers give none */
-    int app_cl;
-    int close_after;            /* Connection: close */
+    struct srv_head_info h;
 };
 
-/* Notes in st what the server must know of header t (its Content-Length,
- * Connection: close) and refuses the hop-by-hop ones. Returns 0, or -1
- * with ValueError. */
-static int srv_note_header(struct srv_start *st, PyObject *t, const char *name,
-                           Py_ssize_t nl, const char *val, Py_ssize_t vl)
+/* Raises the ValueError for srv_field_check's verdict on header t. */
+static void srv_field_error(int verdict, PyObject *t)
 {
-    if (nl == 14 && strncasecmp(name, "Content-Length", 14) == 0) {
-        long long v = srv_parse_length(val, vl);
-        if (v < 0) {
-            PyErr_Format(PyExc_ValueError, "response Content-Length %R is "
-                         "not a non-negative integer", PyTuple_GET_ITEM(t, 1));
-            return -1;
-        }
-        st->content_length = v;
-        st->app_cl = 1;
-    } else if (nl == 10 && strncasecmp(name, "Connection", 10) == 0) {
-        if (vl == 5 && strncasecmp(val, "close", 5) == 0)
-            st->close_after = 1;
-    } else if ((nl == 17 && strncasecmp(name, "Transfer-Encoding", 17) == 0) ||
-               (nl == 10 && strncasecmp(name, "Keep-Alive", 10) == 0) ||
-               (nl == 7 && strncasecmp(name, "Upgrade", 7) == 0) ||
-               (nl == 2 && strncasecmp(name, "TE", 2) == 0) ||
-               (nl == 7 && strncasecmp(name, "Trailer", 7) == 0)) {
+    PyObject *name = PyTuple_GET_ITEM(t, 0);
+
+    switch (verdict) {
+    case SRV_FIELD_EMPTY_NAME:
+        PyErr_SetString(PyExc_ValueError, "a response header name is empty");
+        break;
+    case SRV_FIELD_BAD_NAME:
+        PyErr_Format(PyExc_ValueError,
+                     "response header name %R is not a valid token", name);
+        break;
+    case SRV_FIELD_CTL_VALUE:
+        PyErr_Format(PyExc_ValueError,
+                     "response header %R has a control character "
+                     "(CR, LF, NUL...) in its value: refusing to send "
+                     "it", name);
+        break;
+    case SRV_FIELD_BAD_LENGTH:
+        PyErr_Format(PyExc_ValueError, "response Content-Length %R is "
+                     "not a non-negative integer", PyTuple_GET_ITEM(t, 1));
+        break;
+    case SRV_FIELD_LENGTH_CONFLICT:
+        PyErr_Format(PyExc_ValueError, "response Content-Length %R "
+                     "contradicts an earlier Content-Length: send one "
+                     "(a client could frame the body by either)",
+                     PyTuple_GET_ITEM(t, 1));
+        break;
+    default:
         PyErr_Format(PyExc_ValueError,
                      "response header %R is hop-by-hop: a WSGI app may "
                      "not set it (PEP 3333); the server frames the "
-                     "response itself", PyTuple_GET_ITEM(t, 0));
-        return -1;
+                     "response itself", name);
     }
-    return 0;
 }
 
 /* Item i of the app's header list: a (str, str) tuple, checked and noted
@@ -164,6 +116,7 @@ static int srv_check_header(struct srv_start *st, Py_ssize_t i, PyObject *t)
 {
     const char *name, *val;
     Py_ssize_t nl, vl;
+    int verdict;
 
     if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 2) {
         PyErr_Format(PyExc_TypeError,
@@ -177,9 +130,10 @@ static int srv_check_header(struct srv_start *st, Py_ssize_t i, PyObject *t)
     val = srv_str_bytes(PyTuple_GET_ITEM(t, 1), &vl, "a header value");
     if (!val)
         return -1;
-    if (srv_check_field(t, name, nl, val, vl) < 0)
-        return -1;
-    return srv_note_header(st, t, name, nl, val, vl);
+    verdict = srv_field_check(&st->h, name, (size_t)nl, val, (size_t)vl);
+    if (verdict)
+        srv_field_error(verdict, t);
+    return verdict ? -1 : 0;
 }
 
 /* start_response's status and headers, checked and noted in st.
@@ -188,9 +142,9 @@ static int srv_check_start(struct srv_start *st, PyObject *status,
                            PyObject *headers)
 {
     st->code = srv_check_status(status);
-    st->content_length = -1;
-    st->app_cl = 0;
-    st->close_after = 0;
+    st->h.content_length = -1;
+    st->h.app_cl = 0;
+    st->h.close_after = 0;
     if (st->code < 0)
         return -1;
     if (!PyList_Check(headers)) {
@@ -242,9 +196,9 @@ static PyObject *srv_start_response(PyObject *self, PyObject *const *args,
     if (srv_check_start(&st, args[0], args[1]) < 0)
         return NULL;
     r->code = st.code;
-    r->content_length = st.content_length;
-    r->app_cl = st.app_cl;
-    r->close_after = st.close_after;
+    r->content_length = st.h.content_length;
+    r->app_cl = st.h.app_cl;
+    r->close_after = st.h.close_after;
     Py_XSETREF(r->status, Py_NewRef(args[0]));
     Py_XSETREF(r->headers, Py_NewRef(args[1]));
     r->started = 1;
@@ -253,115 +207,42 @@ static PyObject *srv_start_response(PyObject *self, PyObject *const *args,
 
 /* ---- framing ---------------------------------------------------------- */
 
-#define SRV_CHUNK_LINE 18        /* a size_t in hex, CRLF */
-#define SRV_LAST_CHUNK "0\r\n\r\n" /* zero-size chunk, no trailer fields */
-
-/* The size line of an n-byte chunk ("%zx\r\n", without snprintf's cost
- * on every chunk) into line; returns its length. */
-static size_t srv_chunk_line(char *line, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    size_t len = 0;
-    int shift = 0;
-
-    while (shift + 4 < (int)(8 * sizeof n) && n >> (shift + 4))
-        shift += 4;
-    for (; shift >= 0; shift -= 4)
-        line[len++] = hex[(n >> shift) & 15];
-    line[len++] = '\r';
-    line[len++] = '\n';
-    return len;
-}
-
-/* Body bytes p[0..n), n > 0, as iovecs: one chunk (size line, bytes,
- * CRLF) when r is chunked, else the bytes alone. line holds the size
- * line (SRV_CHUNK_LINE bytes). Returns how many of iov[0..3) it used. */
-static int srv_frame(const struct srv_resp *r, struct iovec *iov, char *line,
-                     const char *p, size_t n)
-{
-    int cnt = 0;
-
-    if (r->chunked) {
-        iov[cnt].iov_base = line;
-        iov[cnt++].iov_len = srv_chunk_line(line, n);
-    }
-    iov[cnt].iov_base = (void *)p;
-    iov[cnt++].iov_len = n;
-    if (r->chunked) {
-        iov[cnt].iov_base = (void *)"\r\n";
-        iov[cnt++].iov_len = 2;
-    }
-    return cnt;
-}
-
-/* How the body travels, decided when the head goes out: no body (HEAD,
- * 1xx, 204, 304); else its length when known (from the app, or the
- * whole body is blen bytes: final), chunked (HTTP/1.1) or ended by the
- * close (HTTP/1.0). Also whether the connection closes after. */
+/* How the body travels, decided when the head goes out (frame.c):
+ * whole body of blen bytes when final. */
 static void srv_choose_framing(struct srv_resp *r, size_t blen, int final)
 {
     const struct srv_request *req = r->req;
     const struct srv_server *srv = r->c->srv;
-    int has_body = r->code >= 200 && r->code != 204 && r->code != 304;
+    struct srv_framing f = {.content_length = r->content_length,
+                            .close_after = r->close_after};
 
-    r->no_body = !has_body ||
-                 (req->method_len == 4 && memcmp(req->method, "HEAD", 4) == 0);
-    if (r->content_length < 0 && final && has_body)
-        r->content_length = (int64_t)blen; /* the whole body is known */
-    if (r->content_length < 0 && has_body) {
-        if (req->minor >= 1)
-            r->chunked = 1;
-        else
-            r->close_after = 1; /* HTTP/1.0: the end of the body is the close */
-    }
-    if (!req->keep_alive || srv->stopping || srv->opt.keepalive <= 0)
-        r->close_after = 1;
+    srv_framing_choose(&f, r->code,
+                       req->method_len == 4 && memcmp(req->method, "HEAD", 4) == 0,
+                       req->minor,
+                       req->keep_alive && !srv->stopping && srv->opt.keepalive > 0,
+                       blen, final);
+    r->content_length = f.content_length;
+    r->chunked = f.chunked;
+    r->close_after = f.close_after;
+    r->no_body = f.no_body;
 }
 
 /* ---- the head ----------------------------------------------------------- */
 
-/* Growable byte buffer for the response head. */
-struct srv_buf {
-    char *p;
-    size_t len, cap;
-    char local[2048];
-};
-
-static int srv_buf_add(struct srv_buf *b, const char *s, size_t n)
-{
-    if (b->len + n > b->cap) {
-        size_t cap = (b->len + n) * 2;
-        char *p = PyMem_Malloc(cap);
-        if (!p) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        memcpy(p, b->p, b->len);
-        if (b->p != b->local)
-            PyMem_Free(b->p);
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    return 0;
-}
-
-#define SRV_ADD(b, lit) srv_buf_add((b), (lit), sizeof(lit) - 1)
-
-/* The status line and the app's headers, except Connection (srv_head_end
- * says it, once). Notes whether the app gave Date and Server. Returns 0,
- * or -1 with an exception. */
-static int srv_head_start(const struct srv_resp *r, struct srv_buf *b,
-                          int *has_date, int *has_server)
+/* The status line and the app's headers, then the server's own fields
+ * (frame.c). Returns 0, or -1 with an exception. */
+static int srv_head(const struct srv_resp *r, struct srv_buf *b)
 {
     Py_ssize_t n = PyList_GET_SIZE(r->headers), slen;
     const char *status = srv_str_bytes(r->status, &slen, "the status");
+    struct srv_framing f = {r->content_length, r->chunked, r->close_after,
+                            r->no_body};
+    unsigned seen = 0;
 
-    if (!status ||
-        (r->req->minor ? SRV_ADD(b, "HTTP/1.1 ") : SRV_ADD(b, "HTTP/1.0 ")) < 0 ||
-        srv_buf_add(b, status, (size_t)slen) < 0 || SRV_ADD(b, "\r\n") < 0)
+    if (!status)
         return -1;
+    if (srv_head_status(b, r->req->minor, status, (size_t)slen) < 0)
+        goto nomem;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *t = PyList_GET_ITEM(r->headers, i);
         Py_ssize_t nl, vl;
@@ -369,47 +250,16 @@ static int srv_head_start(const struct srv_resp *r, struct srv_buf *b,
         const char *val = srv_str_bytes(PyTuple_GET_ITEM(t, 1), &vl, "a header value");
         if (!name || !val)
             return -1;
-        if (nl == 4 && strncasecmp(name, "Date", 4) == 0)
-            *has_date = 1;
-        else if (nl == 6 && strncasecmp(name, "Server", 6) == 0)
-            *has_server = 1;
-        else if (nl == 10 && strncasecmp(name, "Connection", 10) == 0)
-            continue;
-        if (srv_buf_add(b, name, (size_t)nl) < 0 || SRV_ADD(b, ": ") < 0 ||
-            srv_buf_add(b, val, (size_t)vl) < 0 || SRV_ADD(b, "\r\n") < 0)
-            return -1;
+        if (srv_head_field(b, name, (size_t)nl, val, (size_t)vl, &seen) < 0)
+            goto nomem;
     }
+    if (srv_head_end(b, &f, r->code, r->app_cl, r->req->minor, seen,
+                     srv_http_date()) < 0)
+        goto nomem;
     return 0;
-}
-
-/* What the server says itself: Date and Server unless the app did, the
- * Content-Length it computed, Transfer-Encoding, Connection, and the
- * blank line. Returns 0, or -1 with an exception. */
-static int srv_head_end(const struct srv_resp *r, struct srv_buf *b,
-                        int has_date, int has_server)
-{
-    char tmp[64];
-
-    if (!has_date && (SRV_ADD(b, "Date: ") < 0 ||
-                      srv_buf_add(b, srv_http_date(), strlen(srv_http_date())) < 0 ||
-                      SRV_ADD(b, "\r\n") < 0))
-        return -1;
-    if (!has_server && SRV_ADD(b, "Server: libgreen\r\n") < 0)
-        return -1;
-    if (!r->app_cl && r->content_length >= 0 && r->code >= 200 &&
-        r->code != 204 && r->code != 304) {
-        int k = snprintf(tmp, sizeof tmp, "Content-Length: %lld\r\n",
-                         (long long)r->content_length);
-        if (srv_buf_add(b, tmp, (size_t)k) < 0)
-            return -1;
-    }
-    if (r->chunked && SRV_ADD(b, "Transfer-Encoding: chunked\r\n") < 0)
-        return -1;
-    if (r->close_after)
-        return SRV_ADD(b, "Connection: close\r\n\r\n");
-    if (r->req->minor == 0)
-        return SRV_ADD(b, "Connection: keep-alive\r\n\r\n");
-    return SRV_ADD(b, "\r\n");
+nomem:
+    PyErr_NoMemory();
+    return -1;
 }
 
 /* Sends the head with the first body bytes, if any (body may be NULL);
@@ -419,22 +269,21 @@ static int srv_send_head(struct srv_resp *r, const char *body, size_t blen,
                          int final)
 {
     struct srv_conn *c = r->c;
-    struct srv_buf b = {.len = 0, .cap = sizeof b.local};
-    int has_date = 0, has_server = 0, cnt = 1, rc = -1;
+    struct srv_buf b;
+    int cnt = 1, rc = -1;
     char line[SRV_CHUNK_LINE];
     struct iovec iov[4];
 
-    b.p = b.local;
+    srv_buf_init(&b);
     srv_choose_framing(r, blen, final);
-    if (srv_head_start(r, &b, &has_date, &has_server) < 0 ||
-        srv_head_end(r, &b, has_date, has_server) < 0)
+    if (srv_head(r, &b) < 0)
         goto out;
     iov[0].iov_base = b.p;
     iov[0].iov_len = b.len;
     if (r->no_body)
         blen = 0;
     if (blen)
-        cnt += srv_frame(r, iov + 1, line, body, blen);
+        cnt += srv_frame_body(r->chunked, iov + 1, line, body, blen);
     r->head_sent = 1;
     rc = srv_send_all(c, iov, cnt, c->srv->opt.body_timeout);
     if (rc < 0)
@@ -442,8 +291,7 @@ static int srv_send_head(struct srv_resp *r, const char *body, size_t blen,
     else
         r->body_sent += blen;
 out:
-    if (b.p != b.local)
-        PyMem_Free(b.p);
+    srv_buf_free(&b);
     return rc;
 }
 
@@ -468,7 +316,7 @@ static int srv_send_body(struct srv_resp *r, const char *p, size_t n)
         if (n == 0)
             return 0;
     }
-    cnt = srv_frame(r, iov, line, p, n);
+    cnt = srv_frame_body(r->chunked, iov, line, p, n);
     if (srv_send_all(r->c, iov, cnt, r->c->srv->opt.body_timeout) < 0) {
         r->failed = 1;
         return -1;

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, REPO, SO, child_env
+from conftest import PRELOAD_FIRST, PYTHON, REPO, SO, child_env, preload_value
 
 LAUNCHER = SO.parent / "libgreen"
 STARTUP_RE = re.compile(
@@ -46,6 +46,8 @@ def command_env(extra=None):
     sets it), LIBGREEN_SO naming the object under test."""
     env = child_env(preload=False)
     env["LIBGREEN_SO"] = str(SO)
+    if PRELOAD_FIRST:  # the launcher keeps it first (server/launcher.c)
+        env["LD_PRELOAD"] = preload_value()
     if PYTHON != "/usr/bin/python3":
         env["LIBGREEN_PYTHON"] = PYTHON
     env.update(extra or {})

@@ -27,6 +27,11 @@ Environment knobs:
                    LIBGREEN_SO=build/asan/libgreen.so
                    LIBGREEN_PRELOAD_FIRST=$(gcc -print-file-name=libasan.so)
                    ASAN_OPTIONS=detect_leaks=0
+                   (scripts/asan-pytest sets all of it; every test that
+                   preloads an object itself uses preload_value())
+  LIBGREEN_SANITIZER_REPORTS  a directory the sanitizers write their
+                   reports to (their log_path): a test after which a new
+                   report is there fails, naming it
 
 Every app module gets a prelude with `STATE` (a private directory) and
 `record(*parts)`, which appends one line to STATE/calls; tests read the
@@ -53,6 +58,7 @@ SO = Path(os.environ.get("LIBGREEN_SO") or REPO / "build" / "libgreen.so").resol
 PYTHON = os.environ.get("LIBGREEN_PYTHON") or "/usr/bin/python3"
 # Loaded before libgreen.so: the ASan runtime for a MODE=asan build.
 PRELOAD_FIRST = os.environ.get("LIBGREEN_PRELOAD_FIRST", "")
+UNDER_ASAN = "libasan" in PRELOAD_FIRST
 
 STARTUP_RE = re.compile(
     r"^\((\d+)\) wsgi starting up on (http://127\.0\.0\.1:(\d+)|unix:(\S+))$",
@@ -62,8 +68,38 @@ STOP_TIMEOUT = 10.0    # seconds SIGTERM gets before SIGKILL
 IO_TIMEOUT = 10.0      # default socket timeout in tests
 
 
+# The tests that cannot hold under ASan (scripts/asan-pytest), by node id
+# prefix, with the reason. Keep it short: a test that fails under ASan
+# for any other reason has found something.
+ASAN_SKIPS = {
+    "test_transparency.py::test_curl_":
+        "curl hangs in setlocale() at start with the ASan runtime "
+        "preloaded, with or without libgreen",
+    "test_transparency.py::test_dd_between_pipes":
+        "dd calls aligned_alloc(4096, 1000), which glibc allows and ASan "
+        "reports as dd's own error",
+    "test_cli.py::test_master_stays_small":
+        "it measures RSS, which ASan's shadow memory and quarantine inflate",
+    "test_backends.py::test_redis_blpop_with_timeouts":
+        "timing bounds (ticks within 0.15 s) that ASan's slowdown breaks",
+    "test_backends.py::test_memcached_concurrent_set_get":
+        "timing bounds (ticks within 0.15 s) that ASan's slowdown breaks",
+    "test_backends.py::test_outbound_http_timeouts_are_per_green_thread":
+        "timing bounds (a timeout within 0.45 s) that ASan's slowdown breaks",
+    "test_backends.py::test_outbound_https_overlaps":
+        "timing bounds (TLS in Python) that ASan's slowdown breaks",
+}
+
+
 def pytest_collection_modifyitems(config, items):
-    """Skip the server tests when the object was not built."""
+    """Skip the server tests when the object was not built, and under
+    ASan the few tests of ASAN_SKIPS."""
+    if UNDER_ASAN:
+        for item in items:
+            node = item.nodeid.rpartition("/")[2]
+            for prefix, why in ASAN_SKIPS.items():
+                if node.startswith(prefix):
+                    item.add_marker(pytest.mark.skip(reason=f"under ASan: {why}"))
     if SO.is_file():
         return
     skip = pytest.mark.skip(
@@ -71,6 +107,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.fspath.basename.startswith("test_server_"):
             item.add_marker(skip)
+
+
+def preload_value(so=None):
+    """The LD_PRELOAD value that loads so (default: the object under
+    test), after LIBGREEN_PRELOAD_FIRST if set."""
+    return " ".join(filter(None, [PRELOAD_FIRST, str(so or SO)]))
 
 
 def child_env(preload=True, extra=None):
@@ -86,7 +128,7 @@ def child_env(preload=True, extra=None):
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
     if preload:
-        env["LD_PRELOAD"] = " ".join(filter(None, [PRELOAD_FIRST, str(SO)]))
+        env["LD_PRELOAD"] = preload_value()
     if extra:
         env.update(extra)
     return env
@@ -424,6 +466,26 @@ def module_server(tmp_path_factory):
     yield start
     for srv in started:
         srv.stop()
+
+
+SANITIZER_REPORTS = os.environ.get("LIBGREEN_SANITIZER_REPORTS")
+
+
+@pytest.fixture(autouse=True)
+def _sanitizer_reports():
+    """Under scripts/asan-pytest: fails the test after which a sanitizer
+    report appeared (from any process it started), with the report."""
+    if not SANITIZER_REPORTS:
+        yield
+        return
+    before = set(os.listdir(SANITIZER_REPORTS))
+    yield
+    new = sorted(set(os.listdir(SANITIZER_REPORTS)) - before)
+    if new:
+        text = "".join(f"---- {n}\n" + Path(SANITIZER_REPORTS, n).read_text(
+            errors="replace")[:20000] for n in new)
+        pytest.fail(f"sanitizer report(s) during this test:\n{text}",
+                    pytrace=False)
 
 
 TEST_TIME_LIMIT = float(os.environ.get("LIBGREEN_TEST_TIME_LIMIT", "60"))

@@ -14,6 +14,8 @@ import textwrap
 
 import pytest
 
+from conftest import preload_value
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SO = os.environ.get("LIBGREEN_SO", os.path.join(ROOT, "build", "libgreen.so"))
 PYTHON = os.environ.get("LIBGREEN_PYTHON", "/usr/bin/python3")
@@ -30,7 +32,7 @@ def _pyver():
 def run(code, timeout=60, env=None):
     """Runs code under the preload; returns the JSON its last line prints."""
     e = {k: v for k, v in os.environ.items() if not k.startswith(("LD_", "PYTHON"))}
-    e["LD_PRELOAD"] = SO
+    e["LD_PRELOAD"] = preload_value(SO)
     e["PYTHONPATH"] = os.path.join(os.path.dirname(SO), "tests", "ext", "py" + _pyver())
     e.update(env or {})
     proc = subprocess.Popen([PYTHON, "-c", textwrap.dedent(code)], env=e,

@@ -18,7 +18,7 @@ import subprocess
 
 import pytest
 
-from conftest import PYTHON, SO
+from conftest import PYTHON, SO, preload_value
 
 pytestmark = pytest.mark.skipif(not SO.is_file(), reason="build/libgreen.so not built")
 
@@ -117,7 +117,7 @@ WORK = {"n": 50, "addrs": ["127.0.0.1"], "sleeps_overlap": True}
 def run(timeout=90):
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("LD_", "PYTHON", "LIBGREEN_"))}
-    env["LD_PRELOAD"] = str(SO)
+    env["LD_PRELOAD"] = preload_value()
     proc = subprocess.Popen([PYTHON, "-c", PROGRAM], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -168,7 +168,7 @@ print(os.waitstatus_to_exitcode(status))
 def test_child_green_threads_get_live_thread_states():
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("LD_", "PYTHON", "LIBGREEN_"))}
-    env.update(LD_PRELOAD=str(SO), PYTHONMALLOC="debug")
+    env.update(LD_PRELOAD=preload_value(), PYTHONMALLOC="debug")
     proc = subprocess.run([PYTHON, "-c", REUSE_PROGRAM], env=env, text=True,
                           capture_output=True, timeout=60)
     assert proc.returncode == 0, proc.stderr

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, SO, child_env
+from conftest import PYTHON, SO, child_env, preload_value
 
 
 def build_id():
@@ -61,7 +61,7 @@ def import_under(so):
          "libgreen.spawn(print, 'spawned').wait(5)\n"
          "libgreen.sleep(0.01)\n"
          "print('imported')"],
-        cwd=so.parent, env=child_env(extra={"LD_PRELOAD": str(so)}),
+        cwd=so.parent, env=child_env(extra={"LD_PRELOAD": preload_value(so)}),
         capture_output=True, timeout=30)
 
 

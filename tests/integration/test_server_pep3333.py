@@ -313,6 +313,14 @@ def app(environ, start_response):
     if path == "/hop-by-hop":
         start_response("200 OK", [("Transfer-Encoding", "chunked")])
         return [b"should not be sent"]
+    if path == "/cl-conflict":
+        start_response("200 OK", [("Content-Length", "5"),
+                                  ("Content-Length", "18")])
+        return [b"should not be sent"]
+    if path == "/cl-same-twice":
+        start_response("200 OK", [("Content-Length", "5"),
+                                  ("content-length", "05")])
+        return [b"hello"]
     if path == "/bad-replacement":
         start_response("200 OK", [("Content-Length", "5")])
         try:
@@ -390,7 +398,7 @@ def test_second_start_response_without_exc_info_refused(xsrv):
 
 
 @pytest.mark.parametrize("path", ["/crlf-value", "/lf-value", "/bad-name",
-                                  "/hop-by-hop"])
+                                  "/hop-by-hop", "/cl-conflict"])
 def test_bad_response_header_gives_500_never_sent(xsrv, path):
     with xsrv.raw() as c:
         c.send(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -402,6 +410,25 @@ def test_bad_response_header_gives_500_never_sent(xsrv, path):
     assert b"Injected" not in body + rest
     assert xsrv.wait_output(r"libgreen: error in the WSGI app while serving GET " +
                             re.escape(path))
+
+
+def test_conflicting_content_lengths_named_in_the_error(xsrv):
+    """Found by fuzz/fuzz_frame.c: two Content-Lengths of different values
+    went out as given, and a client could frame the body by either."""
+    assert xsrv.request("GET", "/cl-conflict")[0] == 500
+    assert xsrv.wait_output(r"'18' contradicts an earlier Content-Length")
+
+
+def test_repeated_equal_content_length_sent_once(xsrv):
+    with xsrv.raw() as c:
+        c.send("GET /cl-same-twice HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, code, h, hlist = c.head()
+        assert code == 200, status
+        assert [(n, v) for n, v in hlist if n.lower() == "content-length"] == \
+            [("Content-Length", "5")], hlist
+        assert c.read_exact(5) == b"hello"
+        c.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert c.response()[2] == b"ok"
 
 
 def test_refused_header_can_be_recovered_from(xsrv):

@@ -18,6 +18,8 @@ import textwrap
 
 import pytest
 
+from conftest import preload_value
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SO = os.environ.get("LIBGREEN_SO", os.path.join(ROOT, "build", "libgreen.so"))
 PYTHON = os.environ.get("LIBGREEN_PYTHON", "/usr/bin/python3")
@@ -95,8 +97,8 @@ def run_in_netns(client, delay):
             dns=$!
             trap 'kill $dns 2>/dev/null' EXIT
             for i in $(seq 100); do grep -q ready {tmp}/dns.out && break; sleep 0.05; done
-            LD_PRELOAD={so} {py} {tmp}/client.py
-        """).format(tmp=tmp, py=PYTHON, so=SO, delay=delay)
+            LD_PRELOAD="{so}" {py} {tmp}/client.py
+        """).format(tmp=tmp, py=PYTHON, so=preload_value(SO), delay=delay)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LD_", "PYTHON"))}
         proc = subprocess.run(["unshare", "-mn", "bash", "-c", script], env=env,
                               capture_output=True, text=True, timeout=60)

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import preload_value
+
 REPO = Path(__file__).resolve().parents[2]
 SO = Path(os.environ.get("LIBGREEN_SO") or REPO / "build" / "libgreen.so").resolve()
 PY = "/usr/bin/python3"  # Debian's, the interpreter libgreen targets
@@ -63,7 +65,7 @@ def _base_env():
 def _env(variant, extra=None):
     env = _base_env()
     if variant != "plain":
-        env["LD_PRELOAD"] = str(SO)
+        env["LD_PRELOAD"] = preload_value(SO)
     if variant == "preload+bind_now":
         env["LD_BIND_NOW"] = "1"
     if extra:
