@@ -462,8 +462,11 @@ struct green *green_spawn(green_fn fn, void *arg, const struct green_attr *attr)
     g->fn = fn;
     g->arg = arg;
     g->id = __atomic_add_fetch(&hub_next_id, 1, __ATOMIC_RELAXED);
-    if (attr && attr->name)
-        snprintf(g->name, sizeof g->name, "%s", attr->name);
+    if (attr && attr->name) { /* not snprintf: a quarter of a spawn's cost */
+        size_t n = strnlen(attr->name, sizeof g->name - 1);
+        memcpy(g->name, attr->name, n);
+        g->name[n] = 0;
+    }
     ev_init(&g->timer, NULL);
     hub_ctx_make(&g->ctx, g->stack_lo, size, hub_entry);
     hub->stats.spawned++;

@@ -78,7 +78,7 @@ int srv_conn_fill(struct srv_conn *c, double timeout)
     if (srv_conn_room(c) < 0)
         return -1;
     for (;;) {
-        n = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
+        n = recv(c->fd, c->buf + c->len, c->cap - c->len, MSG_DONTWAIT);
         if (n >= 0) {
             c->len += (size_t)n;
             return (int)n;
@@ -325,7 +325,7 @@ static void srv_conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
         srv_conn_close(c);
         return;
     }
-    n = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
+    n = recv(c->fd, c->buf + c->len, c->cap - c->len, MSG_DONTWAIT);
     if (n <= 0) {
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
             return;

@@ -190,7 +190,7 @@ static int srv_call_app(struct srv_call *call, struct srv_resp *r,
     call->environ = srv_build_environ(r->c, req, input, cl);
     if (!call->environ)
         return -1;
-    call->start = PyObject_GetAttrString((PyObject *)r, "start_response");
+    call->start = srv_resp_start_fn(r);
     if (!call->start)
         return -1;
     call->result = PyObject_CallFunctionObjArgs(r->c->srv->app, call->environ,

@@ -3,10 +3,17 @@
  *
  * A green thread waits for its socket with the GIL released (srv_wait),
  * so other requests run meanwhile; the hub context never waits.
+ *
+ * The server's sockets are its own and never block (accepted with
+ * SOCK_NONBLOCK): every send says MSG_DONTWAIT, which the interposed
+ * sendmsg passes straight to libc without looking the fd up (hard rule
+ * 2), and MSG_NOSIGNAL, so a client that left is EPIPE, never a SIGPIPE
+ * for an app that set that signal's default action back.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 
 #include "server/py.h"
@@ -24,10 +31,19 @@ int srv_wait(int fd, int events, double timeout)
 
 /* Writes every byte of iov. Green thread, GIL held. Returns 0 or -1 with
  * errno (EPIPE, ECONNRESET: the client left; ETIMEDOUT). */
+static ssize_t srv_sendv(int fd, struct iovec *iov, int cnt)
+{
+    struct msghdr m = {0};
+
+    m.msg_iov = iov;
+    m.msg_iovlen = (size_t)(cnt > IOV_MAX ? IOV_MAX : cnt);
+    return sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
 int srv_send_all(struct srv_conn *c, struct iovec *iov, int cnt, double timeout)
 {
     while (cnt > 0) {
-        ssize_t n = writev(c->fd, iov, cnt > IOV_MAX ? IOV_MAX : cnt);
+        ssize_t n = srv_sendv(c->fd, iov, cnt);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -88,7 +104,7 @@ void srv_send_error_text(struct srv_conn *c, int status, const char *text,
     if (G.current())
         srv_send_all(c, iov, 2, c->srv->opt.body_timeout);
     else
-        (void)!writev(c->fd, iov, 2);
+        (void)!srv_sendv(c->fd, iov, 2);
 }
 
 /* The same with a one-line body: "<status> <reason>: <detail>". */
