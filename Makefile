@@ -39,7 +39,7 @@ LDLIBS := -lev -lm -ldl -pthread
 BUILD_ID := $(shell sha256sum $(sort $(wildcard hub/* preload/* server/*)) | \
                     sha256sum | cut -c1-16)
 
-HUB_SRCS := hub/hub.c hub/stack.c hub/wait.c hub/ident.c hub/mainrole.c hub/ctx_x86_64.S \
+HUB_SRCS := hub/hub.c hub/stack.c hub/wait.c hub/timer.c hub/ident.c hub/mainrole.c hub/ctx_x86_64.S \
             hub/report.c hub/debug.c hub/dump.c hub/unwind.c hub/watchdog.c
 PRELOAD_SRCS := preload/real.c preload/fdtab.c preload/io.c preload/sock.c \
                 preload/poll.c preload/sleep.c preload/fd.c preload/sem.c \
@@ -81,7 +81,7 @@ SERVER_TESTS := $(patsubst tests/server/%.c,$(B)/tests/server/%,$(wildcard tests
 UNIT_TESTS := $(HUB_TESTS) $(PRELOAD_TESTS) $(SERVER_TESTS)
 
 .PHONY: all help deps test unit asan integration matrix regrtest bench bench-switch bench-calls \
-        bench-parse bench-wsgi bench-memory run fuzz clean options-doc transparency install FORCE
+        bench-parse bench-timer bench-wsgi bench-memory run fuzz clean options-doc transparency install FORCE
 .DEFAULT_GOAL := all
 
 all: $(B)/libgreen.so $(PY_SOS) $(B)/libgreen
@@ -99,6 +99,7 @@ help:
 	@echo "make bench-switch ns per green thread switch"
 	@echo "make bench-calls  ns per interposed call: passed through, ready, parked"
 	@echo "make bench-parse  ns per request head parsed"
+	@echo "make bench-timer  how late green sleeps end (us)"
 	@echo "make bench-wsgi   req/s against gevent and eventlet (wrk on loopback)"
 	@echo "make bench-memory RSS over a million requests"
 	@echo "make bench        switch + parse + wsgi benchmarks"
@@ -263,6 +264,9 @@ $(B)/bench/%: scripts/bench/%.c $(HUB_OBJS)
 
 bench-switch: $(B)/bench/bench_switch
 	@$(B)/bench/bench_switch
+
+bench-timer: $(B)/bench/bench_timer
+	@$(B)/bench/bench_timer
 
 # links the preload objects too, so its calls are interposed (as the
 # preload unit tests are built)

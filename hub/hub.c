@@ -244,6 +244,7 @@ static void hub_destroy(void *arg)
      * is nobody left to run them. Their memory goes with the process. */
     hub_ident_unregister(hub);
     hub_debug_stop(hub);
+    hub_timer_destroy(hub);
     ev_async_stop(hub->loop, &hub->async);
     ev_loop_destroy(hub->loop);
     hub_stack_pool_free(hub);
