@@ -74,7 +74,7 @@ struct green {
     struct green *wq_next, *wq_prev;
     ev_timer timer;                   /* deadline, if any (timer.c) */
     double deadline;                  /* CLOCK_MONOTONIC, while armed */
-    struct green *imm_next;           /* hub's imminent list (timer.c) */
+    struct green *imm_next, *imm_prev; /* hub->imminent (timer.c) */
     unsigned interruptible : 1;
     unsigned detached : 1;            /* free at finish */
     unsigned joined : 1;              /* someone is in green_join */
@@ -127,7 +127,7 @@ struct hub {
 
     /* deadlines due within a couple of milliseconds, soonest first, and
      * the timerfd that ends the wait for the first (hub/timer.c) */
-    struct green *imminent;
+    struct green *imminent, *imminent_tail;
     ev_io tfd_io;
     double tfd_at;                    /* what the timerfd is set to */
     int tfd;

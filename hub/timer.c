@@ -91,15 +91,25 @@ static int hub_tfd(struct hub *hub)
     return hub->tfd_state > 0 ? 0 : -1;
 }
 
-/* g's deadline is less than HUB_TIMER_EARLY away: into the sorted list. */
+/* g's deadline is less than HUB_TIMER_EARLY away: into the sorted list,
+ * looked through from its end, where libev's timers, firing in deadline
+ * order, put nearly every thread. */
 static void hub_imminent_add(struct hub *hub, struct green *g)
 {
-    struct green **pp = &hub->imminent;
+    struct green *after = hub->imminent_tail;
 
-    while (*pp && (*pp)->deadline <= g->deadline)
-        pp = &(*pp)->imm_next;
-    g->imm_next = *pp;
-    *pp = g;
+    while (after && after->deadline > g->deadline)
+        after = after->imm_prev;
+    g->imm_prev = after;
+    g->imm_next = after ? after->imm_next : hub->imminent;
+    if (g->imm_next)
+        g->imm_next->imm_prev = g;
+    else
+        hub->imminent_tail = g;
+    if (after)
+        after->imm_next = g;
+    else
+        hub->imminent = g;
     g->imminent = 1;
     if (hub->imminent == g)
         hub_tfd_update(hub);
@@ -148,11 +158,15 @@ void hub_deadline_disarm(struct hub *hub, struct green *g)
     if (ev_is_active(&g->timer))
         ev_timer_stop(hub->loop, &g->timer);
     if (g->imminent) {
-        struct green **pp = &hub->imminent;
-        while (*pp != g)
-            pp = &(*pp)->imm_next;
-        *pp = g->imm_next;
-        g->imm_next = NULL;
+        if (g->imm_prev)
+            g->imm_prev->imm_next = g->imm_next;
+        else
+            hub->imminent = g->imm_next;
+        if (g->imm_next)
+            g->imm_next->imm_prev = g->imm_prev;
+        else
+            hub->imminent_tail = g->imm_prev;
+        g->imm_next = g->imm_prev = NULL;
         g->imminent = 0;
         if (!hub->imminent)
             hub_tfd_update(hub); /* nothing due: the watcher stops */
