@@ -81,7 +81,7 @@ SERVER_TESTS := $(patsubst tests/server/%.c,$(B)/tests/server/%,$(wildcard tests
 UNIT_TESTS := $(HUB_TESTS) $(PRELOAD_TESTS) $(SERVER_TESTS)
 
 .PHONY: all help deps test unit asan integration matrix regrtest bench bench-switch bench-calls \
-        bench-parse bench-timer bench-wsgi bench-memory run fuzz clean options-doc transparency install FORCE
+        bench-parse bench-timer bench-wsgi bench-memory bench-conns run fuzz clean options-doc transparency install FORCE
 .DEFAULT_GOAL := all
 
 all: $(B)/libgreen.so $(PY_SOS) $(B)/libgreen
@@ -102,6 +102,7 @@ help:
 	@echo "make bench-timer  how late green sleeps end (us)"
 	@echo "make bench-wsgi   req/s against gevent and eventlet (wrk on loopback)"
 	@echo "make bench-memory RSS over a million requests"
+	@echo "make bench-conns  RSS per idle connection and per request in flight (10,000 each)"
 	@echo "make bench        switch + parse + wsgi benchmarks"
 	@echo "make fuzz         fuzz the HTTP parser (FUZZ_SECONDS, default 60)"
 	@echo "make options-doc  rewrite README's server options table from server/options.def"
@@ -289,6 +290,9 @@ bench-wsgi: all
 
 bench-memory: all
 	@scripts/bench/memory-soak
+
+bench-conns: all
+	@scripts/bench/memory-conns
 
 bench: bench-switch bench-calls bench-parse bench-wsgi
 
