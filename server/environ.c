@@ -272,19 +272,6 @@ static int srv_add_header(PyObject *env, const struct srv_header *h)
     return r;
 }
 
-/* Keys a request adds to its listener's base environ: those of
- * srv_set_request and a handful of headers. */
-#define SRV_ENVIRON_ROOM 24
-
-PyObject *srv_environ_presized(PyObject *base)
-{
-    PyObject *env = _PyDict_NewPresized(PyDict_GET_SIZE(base) + SRV_ENVIRON_ROOM);
-
-    if (env && PyDict_Update(env, base) < 0)
-        Py_CLEAR(env);
-    return env;
-}
-
 PyObject *srv_build_environ(struct srv_conn *c, const struct srv_request *req,
                             PyObject *input, const struct srv_client *cl)
 {

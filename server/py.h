@@ -225,9 +225,6 @@ SRV_HIDDEN void srv_fwd_resolve(const struct srv_conn *c,
 
 /* environ.c */
 SRV_HIDDEN int srv_environ_init(void);
-/* A copy of base with room for what a request adds, so that copying it
- * for each request (PyDict_Copy keeps the table's size) never resizes. */
-SRV_HIDDEN PyObject *srv_environ_presized(PyObject *base);
 SRV_HIDDEN PyObject *srv_build_environ(struct srv_conn *c,
                                        const struct srv_request *req,
                                        PyObject *input,

@@ -136,8 +136,6 @@ static PyObject *srv_listener_environ(const struct srv_server *srv,
     if (PyDict_SetItemString(env, "wsgi.errors", stderr_obj ? stderr_obj : Py_None) < 0 ||
         (srv->opt.environ && PyDict_Update(env, srv->opt.environ) < 0))
         Py_CLEAR(env);
-    if (env)
-        Py_SETREF(env, srv_environ_presized(env));
     return env;
 }
 
