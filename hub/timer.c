@@ -34,6 +34,9 @@
 #define HUB_TIMER_EARLY 2e-3
 
 static void hub_deadline_cb(struct ev_loop *loop, ev_timer *t, int revents);
+static void hub_deadline_timer(struct hub *hub, struct green *g, double left,
+                               double early);
+static void hub_tfd_fail(struct hub *hub);
 
 /* Arms the timerfd for the first deadline of the imminent list (the
  * watcher runs only while the list holds a thread: an armed deadline
@@ -54,7 +57,10 @@ static void hub_tfd_update(struct hub *hub)
         its.it_value.tv_nsec = (long)((at - (double)its.it_value.tv_sec) * 1e9);
         if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
             its.it_value.tv_nsec = 1; /* zero would disarm it */
-        timerfd_settime(hub->tfd, TFD_TIMER_ABSTIME, &its, NULL);
+        if (timerfd_settime(hub->tfd, TFD_TIMER_ABSTIME, &its, NULL) < 0) {
+            hub_tfd_fail(hub);
+            return;
+        }
         hub->tfd_at = at;
     }
     if (!ev_is_active(&hub->tfd_io))
@@ -74,6 +80,24 @@ static void hub_tfd_cb(struct ev_loop *loop, ev_io *w, int revents)
         hub_wake(hub->imminent, ETIMEDOUT, -1, 0); /* unlinks it */
     hub->tfd_at = -1; /* spent: settime again even for the same deadline */
     hub_tfd_update(hub);
+}
+
+/* The timerfd cannot be set (the program closed our number under us):
+ * its threads go back to libev timers, late as before but never lost. */
+static void hub_tfd_fail(struct hub *hub)
+{
+    struct green *g;
+
+    if (ev_is_active(&hub->tfd_io))
+        ev_io_stop(hub->loop, &hub->tfd_io);
+    hub->tfd_state = -1;
+    while ((g = hub->imminent)) {
+        hub->imminent = g->imm_next;
+        g->imm_next = g->imm_prev = NULL;
+        g->imminent = 0;
+        hub_deadline_timer(hub, g, g->deadline - hub_mono_now(), 0);
+    }
+    hub->imminent_tail = NULL;
 }
 
 /* The timerfd of hub, made on first need. Returns 0 or -1. */
