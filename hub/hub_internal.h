@@ -206,6 +206,9 @@ HIDDEN void hub_deadline_arm(struct hub *hub, struct green *g, double timeout);
 HIDDEN void hub_deadline_disarm(struct hub *hub, struct green *g);
 HIDDEN double hub_deadline_left(const struct green *g);
 HIDDEN void hub_timer_destroy(struct hub *hub);
+/* The program is closing fds [first, last]: if the timerfd is one, stop
+ * using it (its watcher first, while the number is still ours). */
+HIDDEN void hub_timer_fd_closing(struct hub *hub, unsigned first, unsigned last);
 
 static inline int hub_deadline_armed(const struct green *g)
 {

@@ -16,8 +16,10 @@
  * first of the list, and one when the timerfd fires.
  *
  * A deadline never ends early: the last step compares with the clock.
- * Without a timerfd (timerfd_create failed) the last stretch is a libev
- * timer again, late as before.
+ * Without a timerfd (timerfd_create failed, or the program closed it) the
+ * last stretch is a libev timer again, late as before; one also stays
+ * armed, HUB_TIMER_EARLY after the deadline, behind every thread on the
+ * timerfd.
  *
  * fork (hard rule 6): the timerfd goes with its hub, dropped in the child
  * like the epoll and event fds (close-on-exec).
@@ -82,8 +84,11 @@ static void hub_tfd_cb(struct ev_loop *loop, ev_io *w, int revents)
     hub_tfd_update(hub);
 }
 
-/* The timerfd cannot be set (the program closed our number under us):
- * its threads go back to libev timers, late as before but never lost. */
+/* The timerfd cannot be used: the program closes its number (close,
+ * closerange: hub_timer_fd_closing, so the watcher stops first, as libev
+ * requires) or closed it where we did not see it (timerfd_settime then
+ * fails). Its threads go back to libev timers, late as before but never
+ * lost, and so do later deadlines. */
 static void hub_tfd_fail(struct hub *hub)
 {
     struct green *g;
@@ -91,6 +96,7 @@ static void hub_tfd_fail(struct hub *hub)
     if (ev_is_active(&hub->tfd_io))
         ev_io_stop(hub->loop, &hub->tfd_io);
     hub->tfd_state = -1;
+    hub->tfd = -1; /* not ours to close any more */
     while ((g = hub->imminent)) {
         hub->imminent = g->imm_next;
         g->imm_next = g->imm_prev = NULL;
@@ -98,6 +104,14 @@ static void hub_tfd_fail(struct hub *hub)
         hub_deadline_timer(hub, g, g->deadline - hub_mono_now(), 0);
     }
     hub->imminent_tail = NULL;
+}
+
+void hub_timer_fd_closing(struct hub *hub, unsigned first, unsigned last)
+{
+    /* vfork child: the parent's hub is not ours to change (as wait.c) */
+    if (hub->tfd_state > 0 && (unsigned)hub->tfd >= first &&
+        (unsigned)hub->tfd <= last && !green_vforked())
+        hub_tfd_fail(hub); /* the watcher stops while the fd is still open */
 }
 
 /* The timerfd of hub, made on first need. Returns 0 or -1. */
@@ -143,6 +157,8 @@ static void hub_imminent_add(struct hub *hub, struct green *g)
 static void hub_deadline_timer(struct hub *hub, struct green *g, double left,
                                double early)
 {
+    if (ev_is_active(&g->timer)) /* the backstop: re-init would corrupt libev */
+        ev_timer_stop(hub->loop, &g->timer);
     ev_timer_init(&g->timer, hub_deadline_cb, left > early ? left - early : 0.,
                   0.);
     g->timer.data = g;
@@ -159,12 +175,16 @@ static void hub_deadline_cb(struct ev_loop *loop, ev_timer *t, int revents)
 
     (void)loop;
     (void)revents;
-    if (left <= 0)
+    if (left <= 0) {
         hub_wake(g, ETIMEDOUT, -1, 0);
-    else if (hub_tfd(hub) == 0)
+    } else if (!g->imminent && hub_tfd(hub) == 0) {
         hub_imminent_add(hub, g);
-    else
+        /* and a backstop, should the timerfd never fire (its number
+         * closed where no wrapper saw it): late, never lost */
+        hub_deadline_timer(hub, g, left + HUB_TIMER_EARLY, 0);
+    } else {
         hub_deadline_timer(hub, g, left, 0); /* no timerfd: libev's rounding */
+    }
 }
 
 void hub_deadline_arm(struct hub *hub, struct green *g, double timeout)

@@ -148,6 +148,8 @@ void green_fd_closing(int fd)
 
     if (!hub || fd < 0)
         return;
+    if (unlikely(fd == hub->tfd))
+        hub_timer_fd_closing(hub, (unsigned)fd, (unsigned)fd);
     slot = hub_fd_slot(hub, fd, 0);
     if (!slot || !*slot)
         return;
@@ -170,6 +172,7 @@ void green_fd_closing_range(unsigned first, unsigned last)
 
     if (!hub || first > last)
         return;
+    hub_timer_fd_closing(hub, first, last);
     for (size_t c = first / HUB_FD_CHUNK; c < hub->fd_nchunks; c++) {
         struct hub_fdwaiter **chunk = hub->fd_chunks[c];
         if (!chunk)
