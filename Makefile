@@ -46,7 +46,7 @@ MULTIARCH := $(shell $(CC) -print-multiarch 2>/dev/null)
 BUILD_ID := $(shell sha256sum $(sort $(wildcard hub/* preload/* server/*)) | \
                     sha256sum | cut -c1-16)
 
-HUB_SRCS := hub/hub.c hub/stack.c hub/wait.c hub/ident.c hub/mainrole.c hub/ctx_x86_64.S \
+HUB_SRCS := hub/hub.c hub/stack.c hub/wait.c hub/timer.c hub/ident.c hub/mainrole.c hub/ctx_x86_64.S \
             hub/report.c hub/debug.c hub/dump.c hub/unwind.c hub/watchdog.c
 PRELOAD_SRCS := preload/real.c preload/fdtab.c preload/io.c preload/sock.c \
                 preload/poll.c preload/sleep.c preload/fd.c preload/sem.c \
@@ -88,7 +88,7 @@ SERVER_TESTS := $(patsubst tests/server/%.c,$(B)/tests/server/%,$(wildcard tests
 UNIT_TESTS := $(HUB_TESTS) $(PRELOAD_TESTS) $(SERVER_TESTS)
 
 .PHONY: all help deps test unit asan asan-full integration matrix regrtest test-deploy bench bench-switch bench-calls \
-        bench-parse bench-wsgi bench-memory run fuzz clean options-doc transparency install faults FORCE \
+        bench-parse bench-timer bench-wsgi bench-memory bench-conns run fuzz clean options-doc transparency install faults FORCE \
         man deb wheel test-deb test-wheel
 .DEFAULT_GOAL := all
 
@@ -111,8 +111,10 @@ help:
 	@echo "make bench-switch ns per green thread switch"
 	@echo "make bench-calls  ns per interposed call: passed through, ready, parked"
 	@echo "make bench-parse  ns per request head parsed"
+	@echo "make bench-timer  how late green sleeps end (us)"
 	@echo "make bench-wsgi   req/s against gevent and eventlet (wrk on loopback)"
 	@echo "make bench-memory RSS over a million requests"
+	@echo "make bench-conns  RSS per idle connection and per request in flight (10,000 each)"
 	@echo "make bench        switch + parse + wsgi benchmarks"
 	@echo "make fuzz         fuzz the request parser, the chunked decoder and the"
 	@echo "                  response framing (FUZZ_SECONDS each, default 60)"
@@ -321,6 +323,9 @@ $(B)/bench/%: scripts/bench/%.c $(HUB_OBJS)
 bench-switch: $(B)/bench/bench_switch
 	@$(B)/bench/bench_switch
 
+bench-timer: $(B)/bench/bench_timer
+	@$(B)/bench/bench_timer
+
 # links the preload objects too, so its calls are interposed (as the
 # preload unit tests are built)
 $(B)/bench/bench_calls: scripts/bench/bench_calls.c $(HUB_OBJS) $(PRELOAD_OBJS)
@@ -342,6 +347,9 @@ bench-wsgi: all
 
 bench-memory: all
 	@scripts/bench/memory-soak
+
+bench-conns: all
+	@scripts/bench/memory-conns
 
 bench: bench-switch bench-calls bench-parse bench-wsgi
 

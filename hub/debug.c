@@ -338,7 +338,7 @@ static int hub_wait_endable(const struct green *g)
 {
     if (g->state != G_PARKED)
         return 1;
-    if (g->nfdw || ev_is_active(&g->timer))
+    if (g->nfdw || hub_deadline_armed(g))
         return 1;
     switch (g->wait.kind) {
     case W_WQ:

@@ -111,9 +111,9 @@ static void hub_dump_state(struct hub_report *r, const struct green *g)
     hub_report_secs(r, ev_now(loop) - g->wait.since);
     hub_report_str(r, " s in ");
     hub_dump_wait(r, g);
-    if (ev_is_active(&g->timer)) {
+    if (hub_deadline_armed(g)) {
         hub_report_str(r, g->wait.kind == W_SLEEP ? ", wakes in " : ", timeout in ");
-        hub_report_secs(r, ev_timer_remaining(loop, (ev_timer *)&g->timer));
+        hub_report_secs(r, hub_deadline_left(g));
         hub_report_str(r, " s");
     }
 }

@@ -244,6 +244,7 @@ static void hub_destroy(void *arg)
      * is nobody left to run them. Their memory goes with the process. */
     hub_ident_unregister(hub);
     hub_debug_stop(hub);
+    hub_timer_destroy(hub);
     ev_async_stop(hub->loop, &hub->async);
     ev_loop_destroy(hub->loop);
     hub_stack_pool_free(hub);
@@ -462,8 +463,11 @@ struct green *green_spawn(green_fn fn, void *arg, const struct green_attr *attr)
     g->fn = fn;
     g->arg = arg;
     g->id = __atomic_add_fetch(&hub_next_id, 1, __ATOMIC_RELAXED);
-    if (attr && attr->name)
-        snprintf(g->name, sizeof g->name, "%s", attr->name);
+    if (attr && attr->name) { /* not snprintf: a quarter of a spawn's cost */
+        size_t n = strnlen(attr->name, sizeof g->name - 1);
+        memcpy(g->name, attr->name, n);
+        g->name[n] = 0;
+    }
     ev_init(&g->timer, NULL);
     hub_ctx_make(&g->ctx, g->stack_lo, size, hub_entry);
     hub->stats.spawned++;

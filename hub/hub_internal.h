@@ -72,11 +72,14 @@ struct green {
     size_t nfdw;
     struct green_wq *wq;              /* wait queue parked on */
     struct green *wq_next, *wq_prev;
-    ev_timer timer;                   /* deadline, if any */
+    ev_timer timer;                   /* deadline, if any (timer.c) */
+    double deadline;                  /* CLOCK_MONOTONIC, while armed */
+    struct green *imm_next, *imm_prev; /* hub->imminent (timer.c) */
     unsigned interruptible : 1;
     unsigned detached : 1;            /* free at finish */
     unsigned joined : 1;              /* someone is in green_join */
     unsigned plain_park : 1;          /* parked in green_park */
+    unsigned imminent : 1;            /* in hub->imminent */
 
     /* how the park ended: 0 or an errno; which fd index / events fired */
     int wake_err;
@@ -121,6 +124,14 @@ struct hub {
     ev_async async;
     pthread_mutex_t post_lock;
     struct hub_post *posts;
+
+    /* deadlines due within a couple of milliseconds, soonest first, and
+     * the timerfd that ends the wait for the first (hub/timer.c) */
+    struct green *imminent, *imminent_tail;
+    ev_io tfd_io;
+    double tfd_at;                    /* what the timerfd is set to */
+    int tfd;
+    int tfd_state;                    /* 0 not made, 1 made, -1 failed */
 
     /* finished stacks kept for the next spawn of the default size */
     void **stack_pool;
@@ -187,6 +198,22 @@ HIDDEN void hub_main_release(struct green *g);
 
 /* wait.c */
 HIDDEN void hub_disarm(struct green *g);
+
+/* timer.c: the deadline of a park, timeout seconds from now, ending it
+ * with hub_wake(g, ETIMEDOUT) on time; disarm stops it (a no-op when
+ * none is armed); left: seconds to go. */
+HIDDEN void hub_deadline_arm(struct hub *hub, struct green *g, double timeout);
+HIDDEN void hub_deadline_disarm(struct hub *hub, struct green *g);
+HIDDEN double hub_deadline_left(const struct green *g);
+HIDDEN void hub_timer_destroy(struct hub *hub);
+/* The program is closing fds [first, last]: if the timerfd is one, stop
+ * using it (its watcher first, while the number is still ours). */
+HIDDEN void hub_timer_fd_closing(struct hub *hub, unsigned first, unsigned last);
+
+static inline int hub_deadline_armed(const struct green *g)
+{
+    return ev_is_active(&g->timer) || g->imminent;
+}
 
 /* Starts g's wait record for a park of kind (enum hub_wait): takes the
  * note the layer above left (green_note), so a park no one named is

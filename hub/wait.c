@@ -15,7 +15,7 @@
  *
  * Timers: ev_now() is the time the loop last woke, which may lag behind
  * the clock while green threads ran. A deadline is measured from the real
- * time (ev_now_update) so no sleep ends early.
+ * time so no sleep ends early, and kept to the microsecond (timer.c).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -62,13 +62,6 @@ static void hub_io_cb(struct ev_loop *loop, ev_io *io, int revents)
     hub_wake(w->g, 0, w->index,
              (revents & EV_READ ? GREEN_READ : 0) |
                  (revents & EV_WRITE ? GREEN_WRITE : 0));
-}
-
-static void hub_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
-{
-    (void)loop;
-    (void)revents;
-    hub_wake(t->data, ETIMEDOUT, -1, 0);
 }
 
 /* Registers waiter w for fd/events of g. Returns 0 or -1 (ENOMEM). */
@@ -134,23 +127,18 @@ void hub_disarm(struct green *g)
         hub_fd_disarm(hub, &g->fdw[i]);
     g->fdw = NULL;
     g->nfdw = 0;
-    if (ev_is_active(&g->timer))
-        ev_timer_stop(hub->loop, &g->timer);
+    hub_deadline_disarm(hub, g);
     if (g->wq)
         hub_wq_unlink(g);
     g->interruptible = 0;
     g->plain_park = 0;
 }
 
-/* Arms g's deadline timer unless timeout is negative (no deadline). */
+/* Arms g's deadline (timer.c) unless timeout is negative (none). */
 static void hub_arm_deadline(struct hub *hub, struct green *g, double timeout)
 {
-    if (timeout < 0)
-        return;
-    ev_now_update(hub->loop);
-    ev_timer_init(&g->timer, hub_timer_cb, hub_clamp_timeout(timeout), 0.);
-    g->timer.data = g;
-    ev_timer_start(hub->loop, &g->timer);
+    if (timeout >= 0)
+        hub_deadline_arm(hub, g, timeout);
 }
 
 void green_fd_closing(int fd)
@@ -160,6 +148,8 @@ void green_fd_closing(int fd)
 
     if (!hub || fd < 0)
         return;
+    if (unlikely(fd == hub->tfd))
+        hub_timer_fd_closing(hub, (unsigned)fd, (unsigned)fd);
     slot = hub_fd_slot(hub, fd, 0);
     if (!slot || !*slot)
         return;
@@ -182,6 +172,7 @@ void green_fd_closing_range(unsigned first, unsigned last)
 
     if (!hub || first > last)
         return;
+    hub_timer_fd_closing(hub, first, last);
     for (size_t c = first / HUB_FD_CHUNK; c < hub->fd_nchunks; c++) {
         struct hub_fdwaiter **chunk = hub->fd_chunks[c];
         if (!chunk)

@@ -21,17 +21,24 @@ static PyObject *k_method, *k_path, *k_query, *k_ctype, *k_clen,
 struct srv_known_header {
     const char *name;
     PyObject *key;
+    size_t len;             /* strlen(name) */
 };
 
+/* SRV_KNOWN("Host"): a name, its key (made by srv_environ_init), its
+ * length. */
+#define SRV_KNOWN(name) {name, NULL, sizeof(name) - 1}
+
 static struct srv_known_header srv_known[] = {
-    {"Host", NULL}, /* first: srv_build_environ takes HTTP_HOST from [0] */ {"User-Agent", NULL}, {"Accept", NULL},
-    {"Accept-Encoding", NULL}, {"Accept-Language", NULL},
-    {"Connection", NULL}, {"Cookie", NULL}, {"Referer", NULL},
-    {"Cache-Control", NULL}, {"Origin", NULL}, {"Authorization", NULL},
-    {"X-Forwarded-For", NULL}, {"X-Forwarded-Proto", NULL},
-    {"X-Request-Id", NULL}, {"If-None-Match", NULL},
-    {"If-Modified-Since", NULL}, {"Pragma", NULL}, {"Upgrade", NULL},
-    {"Expect", NULL}, {"Transfer-Encoding", NULL},
+    SRV_KNOWN("Host"), /* first: srv_build_environ takes HTTP_HOST from [0] */
+    SRV_KNOWN("User-Agent"), SRV_KNOWN("Accept"),
+    SRV_KNOWN("Accept-Encoding"), SRV_KNOWN("Accept-Language"),
+    SRV_KNOWN("Connection"), SRV_KNOWN("Cookie"), SRV_KNOWN("Referer"),
+    SRV_KNOWN("Cache-Control"), SRV_KNOWN("Origin"),
+    SRV_KNOWN("Authorization"), SRV_KNOWN("X-Forwarded-For"),
+    SRV_KNOWN("X-Forwarded-Proto"), SRV_KNOWN("X-Request-Id"),
+    SRV_KNOWN("If-None-Match"), SRV_KNOWN("If-Modified-Since"),
+    SRV_KNOWN("Pragma"), SRV_KNOWN("Upgrade"), SRV_KNOWN("Expect"),
+    SRV_KNOWN("Transfer-Encoding"),
 };
 
 static PyObject *srv_intern(const char *s) { return PyUnicode_InternFromString(s); }
@@ -83,7 +90,7 @@ static PyObject *srv_header_key(const char *name, size_t len)
     char buf[512];
 
     for (size_t i = 0; i < sizeof srv_known / sizeof srv_known[0]; i++)
-        if (strlen(srv_known[i].name) == len &&
+        if (srv_known[i].len == len &&
             strncasecmp(srv_known[i].name, name, len) == 0)
             return Py_NewRef(srv_known[i].key);
     if (memchr(name, '_', len))
@@ -243,8 +250,14 @@ static int srv_add_header(PyObject *env, const struct srv_header *h)
         Py_DECREF(key);
         return -1;
     }
-    old = PyDict_GetItemWithError(env, key);
-    if (old && key != k_clen) {
+    /* One lookup for the usual case, a field seen once: it goes in. */
+    old = PyDict_SetDefault(env, key, val); /* borrowed */
+    if (old == val || !old) {
+        Py_DECREF(key);
+        Py_DECREF(val);
+        return old ? 0 : -1;
+    }
+    if (key != k_clen) {
         /* repeated field: one value, joined as RFC 9110 5.3 allows;
          * Cookie lines join with "; " (RFC 6265 5.4), never "," -
          * and only Cookie: Accept has six letters too. */

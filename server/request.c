@@ -86,17 +86,22 @@ static void srv_log_app_error(struct srv_conn *c, const struct srv_request *req)
  * reallocate: once the environ is built they are stale. The response
  * (HEAD, version) and the log lines use this copy instead, cut to what
  * the log prints; with it go the client as trusted proxies tell it
- * (forwarded.c) and the header values the log prints. */
+ * (forwarded.c) and, with an access log, the header values it prints.
+ * The log record (2 KiB) is on the heap and only with an access log:
+ * on the green thread's stack it pushed the app's frames a page deeper,
+ * and every page a request's stack touches is RSS while it is in
+ * flight. */
 struct srv_line {
     struct srv_request req;     /* no path, query or headers */
     char method[33], target[801];
     struct srv_client client;
-    struct srv_logreq log;
+    struct srv_logreq *log;     /* NULL without an access log */
 };
 
 static void srv_line_copy(struct srv_line *l, struct srv_conn *c,
                           const struct srv_request *req, double started)
 {
+    l->log = c->srv->alog ? PyMem_RawMalloc(sizeof *l->log) : NULL;
     l->req = *req;
     l->req.method_len = req->method_len < sizeof l->method - 1
                             ? req->method_len : sizeof l->method - 1;
@@ -111,18 +116,25 @@ static void srv_line_copy(struct srv_line *l, struct srv_conn *c,
     l->req.headers = NULL;
     l->req.nheaders = 0;
     srv_fwd_resolve(c, req, &l->client);
-    l->log.line = &l->req;
-    l->log.client = l->client.addr;
-    l->log.started = started;
-    srv_alog_capture(c->srv, req, &l->log);
+    if (!l->log)
+        return; /* no access log (or no memory for this line of it) */
+    l->log->line = &l->req;
+    l->log->client = l->client.addr;
+    l->log->started = started;
+    srv_alog_capture(c->srv, req, l->log);
 }
 
+/* Writes the access log line (if any) and frees the record. */
 static void srv_line_log(struct srv_line *l, struct srv_server *srv, int status,
                          uint64_t bytes)
 {
-    l->log.status = status;
-    l->log.bytes = bytes;
-    srv_log_access(srv, &l->log);
+    if (!l->log)
+        return;
+    l->log->status = status;
+    l->log->bytes = bytes;
+    srv_log_access(srv, l->log);
+    PyMem_RawFree(l->log);
+    l->log = NULL;
 }
 
 /* The app failed (exception pending) or the client left (r->failed):
@@ -190,7 +202,7 @@ static int srv_call_app(struct srv_call *call, struct srv_resp *r,
     call->environ = srv_build_environ(r->c, req, input, cl);
     if (!call->environ)
         return -1;
-    call->start = PyObject_GetAttrString((PyObject *)r, "start_response");
+    call->start = srv_resp_start_fn(r);
     if (!call->start)
         return -1;
     call->result = PyObject_CallFunctionObjArgs(r->c->srv->app, call->environ,
@@ -269,6 +281,7 @@ static int srv_handle(struct srv_conn *c, struct srv_request *req, size_t head_l
         Py_XDECREF((PyObject *)r);
         PyErr_Clear();
         srv_send_error(c, 503, "out of memory");
+        PyMem_RawFree(line.log);
         gi->req = NULL;
         return 0;
     }
@@ -293,6 +306,43 @@ static int srv_handle(struct srv_conn *c, struct srv_request *req, size_t head_l
     return keep;
 }
 
+/* Header slots a request's green thread starts with, on its stack: what
+ * nearly every request needs. A heap array for max_headers' worth (3 KiB
+ * by default) was RSS for every request in flight; the stack has room to
+ * spare in the pages it touches anyway. */
+#define SRV_HDRS_FIRST 32
+
+/* Parses the head at c->buf into req (headers in *hdrs, *cap slots).
+ * Refused for holding more fields than *cap while max_headers allows
+ * more, it parses again into a heap array with room for max_headers
+ * (kept in *hdrs: the caller frees it if it is not first). Returns as
+ * srv_parse_request. */
+static int srv_parse_head(struct srv_conn *c, struct srv_request *req,
+                          struct srv_header **hdrs, size_t *cap,
+                          struct srv_header *first)
+{
+    const struct srv_limits *lim = &c->srv->opt.limits;
+    size_t full = lim->max_headers ? lim->max_headers : SRV_DEFAULT_MAX_HEADERS;
+    struct srv_header *more;
+    int n;
+
+    for (;;) {
+        memset(req, 0, sizeof *req);
+        req->headers = *hdrs;
+        req->nheaders = *cap;
+        n = srv_parse_request(c->buf, c->len, req, lim);
+        if (n != -1 || req->status != 431 || *cap >= full)
+            return n;
+        more = PyMem_RawMalloc(full * sizeof *more);
+        if (!more)
+            return n; /* 431 stands: the client sent more than we can hold */
+        if (*hdrs != first)
+            PyMem_RawFree(*hdrs);
+        *hdrs = more;
+        *cap = full;
+    }
+}
+
 /* The body of a request's green thread. */
 void srv_request_green(void *arg)
 {
@@ -301,14 +351,13 @@ void srv_request_green(void *arg)
     PyThreadState *ts = srv_tstate_get(srv->interp);
     size_t cap = srv->opt.limits.max_headers ? srv->opt.limits.max_headers
                                             : SRV_DEFAULT_MAX_HEADERS;
-    struct srv_header *hdrs = PyMem_RawMalloc(cap * sizeof *hdrs);
+    struct srv_header first[SRV_HDRS_FIRST], *hdrs = first;
     struct srv_ginfo gi = {ts, c, NULL, NULL};
     struct green *self = G.current(); /* not after a fork: NULL there */
 
-    if (!ts || !hdrs) {
-        if (ts)
-            PyThreadState_Delete(ts);
-        PyMem_RawFree(hdrs);
+    if (cap > SRV_HDRS_FIRST)
+        cap = SRV_HDRS_FIRST;
+    if (!ts) {
         srv_conn_close(c);
         srv_request_done(srv);
         return;
@@ -317,11 +366,7 @@ void srv_request_green(void *arg)
     PyEval_RestoreThread(ts);
     for (;;) {
         struct srv_request req;
-        int n, keep;
-        memset(&req, 0, sizeof req);
-        req.headers = hdrs;
-        req.nheaders = cap;
-        n = srv_parse_request(c->buf, c->len, &req, &srv->opt.limits);
+        int n = srv_parse_head(c, &req, &hdrs, &cap, first), keep;
         if (n == -2) {
             /* the next request is not all here yet: back to the hub */
             Py_BEGIN_ALLOW_THREADS
@@ -349,7 +394,8 @@ void srv_request_green(void *arg)
         }
     }
     gi.c = NULL; /* closed, or the hub's again */
-    PyMem_RawFree(hdrs);
+    if (hdrs != first)
+        PyMem_RawFree(hdrs);
     srv_request_done(srv);
     gi.ts = NULL;
     srv_tstate_put(ts);

@@ -29,6 +29,11 @@
 
 /* ---- the response ----------------------------------------------------- */
 
+/* Attribute names looked up on every request, made once
+ * (srv_request_types_init): a name given as a C string is a new str
+ * object, hashed afresh, at every lookup. */
+static PyObject *srv_s_write, *srv_s_start_response, *srv_s_close;
+
 /* Latin-1 bytes of a str, or NULL with ValueError naming what. */
 static const char *srv_str_bytes(PyObject *s, Py_ssize_t *len, const char *what)
 {
@@ -202,7 +207,7 @@ static PyObject *srv_start_response(PyObject *self, PyObject *const *args,
     Py_XSETREF(r->status, Py_NewRef(args[0]));
     Py_XSETREF(r->headers, Py_NewRef(args[1]));
     r->started = 1;
-    return PyObject_GetAttrString(self, "write");
+    return PyObject_GetAttr(self, srv_s_write);
 }
 
 /* ---- framing ---------------------------------------------------------- */
@@ -431,8 +436,17 @@ struct srv_resp *srv_resp_new(struct srv_conn *c, const struct srv_request *req)
     return r;
 }
 
+PyObject *srv_resp_start_fn(struct srv_resp *r)
+{
+    return PyObject_GetAttr((PyObject *)r, srv_s_start_response);
+}
+
 int srv_request_types_init(void)
 {
+    if (!(srv_s_write = PyUnicode_InternFromString("write")) ||
+        !(srv_s_start_response = PyUnicode_InternFromString("start_response")) ||
+        !(srv_s_close = PyUnicode_InternFromString("close")))
+        return -1;
     if (PyType_Ready(&srv_resp_type) < 0 || PyType_Ready(&srv_input_type) < 0 ||
         PyType_Ready(&srv_filewrapper_type) < 0)
         return -1;
@@ -441,11 +455,30 @@ int srv_request_types_init(void)
 
 /* ---- the app's result ------------------------------------------------ */
 
+/* result.close, or NULL with no exception if it has none (or NULL with
+ * the exception its lookup raised). Not PyObject_GetAttr: for the usual
+ * result, a list, that makes an AttributeError and formats its message
+ * only to throw it away - a sixth of a hello-world request. */
+static PyObject *srv_close_method(PyObject *result)
+{
+    PyObject *close = NULL;
+
+    if (PyList_CheckExact(result) || PyTuple_CheckExact(result) ||
+        PyBytes_CheckExact(result))
+        return NULL; /* built-in sequences have no close() */
+#if PY_VERSION_HEX >= 0x030D0000
+    (void)PyObject_GetOptionalAttr(result, srv_s_close, &close);
+#else
+    (void)_PyObject_LookupAttr(result, srv_s_close, &close);
+#endif
+    return close;
+}
+
 /* Calls result.close() if it has one; keeps a pending exception. */
 void srv_close_result(PyObject *result)
 {
     PyObject *exc = PyErr_Occurred() ? srv_fetch_exc() : NULL;
-    PyObject *close = PyObject_GetAttrString(result, "close");
+    PyObject *close = srv_close_method(result);
 
     if (close) {
         PyObject *r = PyObject_CallNoArgs(close);

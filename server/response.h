@@ -35,6 +35,8 @@ SRV_HIDDEN struct srv_resp *srv_resp_new(struct srv_conn *c,
                                          const struct srv_request *req);
 SRV_HIDDEN int srv_send_result(struct srv_resp *r, PyObject *result);
 SRV_HIDDEN void srv_close_result(PyObject *result);
+/* r.start_response, the callable the app gets (a new reference). */
+SRV_HIDDEN PyObject *srv_resp_start_fn(struct srv_resp *r);
 SRV_HIDDEN void srv_resp_finish(struct srv_resp *r);
 
 #endif

@@ -4,12 +4,14 @@
  * A green thread waits for its socket with the GIL released (srv_wait),
  * so other requests run meanwhile; the hub context never waits.
  *
- * Every write is a sendmsg with MSG_NOSIGNAL, never writev: a write to
- * a connection the client reset fails with EPIPE once the reset's own
- * error has been read (by a body read that failed, say), and writev
- * would also raise SIGPIPE, which kills the process of an app that set
- * it back to SIG_DFL. sendfile (response.c) has no such flag: it blocks
- * the signal instead.
+ * The server's sockets are its own and never block (accepted with
+ * SOCK_NONBLOCK): every send is a sendmsg that says MSG_DONTWAIT, which
+ * the interposed sendmsg passes straight to libc without looking the fd
+ * up (hard rule 2), and MSG_NOSIGNAL, never writev: a write to a
+ * connection the client reset fails with EPIPE, and writev would also
+ * raise SIGPIPE, which kills the process of an app that set it back to
+ * SIG_DFL. sendfile (response.c) has no such flag: it blocks the signal
+ * instead.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -30,12 +32,14 @@ int srv_wait(int fd, int events, double timeout)
     return r;
 }
 
-/* writev without SIGPIPE (see the top of this file). */
+/* writev without SIGPIPE and without the fd lookup (see the top of
+ * this file); at most IOV_MAX pieces a call. */
 static ssize_t srv_writev(int fd, struct iovec *iov, int cnt)
 {
-    struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
+    struct msghdr m = {.msg_iov = iov,
+                       .msg_iovlen = (size_t)(cnt > IOV_MAX ? IOV_MAX : cnt)};
 
-    return sendmsg(fd, &m, MSG_NOSIGNAL);
+    return sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
 }
 
 /* Writes every byte of iov. Green thread, GIL held. Returns 0 or -1 with
@@ -46,7 +50,7 @@ static ssize_t srv_writev(int fd, struct iovec *iov, int cnt)
 int srv_send_all(struct srv_conn *c, struct iovec *iov, int cnt, double timeout)
 {
     while (cnt > 0) {
-        ssize_t n = srv_writev(c->fd, iov, cnt > IOV_MAX ? IOV_MAX : cnt);
+        ssize_t n = srv_writev(c->fd, iov, cnt);
         if (n < 0) {
             if (errno == EINTR)
                 continue;

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -190,6 +191,133 @@ TEST(sleep_not_early)
     CHECK(a >= 0.0299 && b >= 0.0299);
 }
 
+/* Sleeps end on time, not at libev's next whole millisecond: odd lengths
+ * (never a whole number of milliseconds), none early, the median less
+ * than 0.4 ms late (it was about 0.5 ms, evenly spread up to 1 ms). */
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+static void odd_sleeper(void *arg)
+{
+    double *late = arg;
+
+    for (int i = 0; i < 31; i++) {
+        double s = 0.0013 + 0.0001 * i, t0 = check_now();
+        green_sleep(s);
+        late[i] = check_now() - t0 - s;
+    }
+}
+
+TEST(sleep_on_time)
+{
+    double late[31];
+    struct green *g = green_spawn(odd_sleeper, late, NULL);
+
+    CHECK(green_join(g, -1) == 0);
+    qsort(late, 31, sizeof late[0], cmp_double);
+    CHECK(late[0] >= -1e-6);
+    CHECK(late[15] < 0.0004);
+}
+
+/* Deadlines due within the same couple of milliseconds, armed in any
+ * order, each end, none early; one of them ended by its fd before its
+ * deadline leaves the others armed. */
+struct soon {
+    int fd;            /* wait on it, or sleep if -1 */
+    double len, late;
+    int rc;
+};
+
+static void soon_waiter(void *arg)
+{
+    struct soon *s = arg;
+    double t0 = check_now();
+
+    s->rc = s->fd >= 0 ? green_wait_fd(s->fd, GREEN_READ, s->len)
+                       : green_sleep(s->len);
+    s->late = check_now() - t0 - s->len;
+}
+
+static void soon_writer(void *arg)
+{
+    green_sleep(0.0008);
+    (void)!write(*(int *)arg, "x", 1);
+}
+
+TEST(close_deadlines_each_on_time)
+{
+    struct soon s[4] = {{-1, 0.0019, 0, 0}, {-1, 0.0013, 0, 0},
+                        {-1, 0.0016, 0, 0}, {-1, 0.0015, 0, 0}};
+    struct green *g[5];
+    int p[2];
+
+    CHECK(pipe(p) == 0);
+    s[3].fd = p[0];
+    for (int i = 0; i < 4; i++)
+        g[i] = green_spawn(soon_waiter, &s[i], NULL);
+    g[4] = green_spawn(soon_writer, &p[1], NULL);
+    for (int i = 0; i < 5; i++)
+        CHECK(green_join(g[i], -1) == 0);
+    close(p[0]);
+    close(p[1]);
+    /* the fd, normally; its deadline if this machine stalled the hub past
+     * it (then not early either) */
+    CHECK(s[3].rc > 0 || s[3].late >= -1e-6);
+    for (int i = 0; i < 3; i++)
+        CHECK(s[i].rc == 0 && s[i].late >= -1e-6 && s[i].late < 0.05);
+}
+
+/* A program that closes the hub's timerfd under it (closerange) loses
+ * the precision, never a wake-up: later sleeps still end, none early. */
+static int find_timerfd(void)
+{
+    char path[64], link[64];
+
+    for (int fd = 3; fd < 1024; fd++) {
+        ssize_t n;
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        n = readlink(path, link, sizeof link - 1);
+        if (n > 0) {
+            link[n] = 0;
+            if (strstr(link, "timerfd"))
+                return fd;
+        }
+    }
+    return -1;
+}
+
+static void sleep_thrice(void *arg)
+{
+    double *late = arg;
+
+    for (int i = 0; i < 3; i++) {
+        double t0 = check_now();
+        green_sleep(0.0015);
+        late[i] = check_now() - t0 - 0.0015;
+    }
+}
+
+TEST(timerfd_closed_under_the_hub)
+{
+    double late[3] = {-1, -1, -1};
+    struct green *g;
+    int fd;
+
+    g = green_spawn(sleep_thrice, late, NULL); /* makes the timerfd */
+    CHECK(green_join(g, -1) == 0);
+    fd = find_timerfd();
+    CHECK(fd >= 0);
+    close(fd);
+    g = green_spawn(sleep_thrice, late, NULL);
+    CHECK(green_join(g, 5) == 0);
+    for (int i = 0; i < 3; i++)
+        CHECK(late[i] >= -1e-6 && late[i] < 1);
+}
+
 /* A thread that never parks cannot starve a timer forever: round-robin
  * yields still let the loop poll. */
 static int spins_done;
@@ -312,6 +440,9 @@ int main(void)
     RUN(wait_fds_reports_index);
     RUN(post_from_other_thread);
     RUN(sleep_not_early);
+    RUN(sleep_on_time);
+    RUN(close_deadlines_each_on_time);
+    RUN(timerfd_closed_under_the_hub);
     RUN(timers_fire_while_others_yield);
     RUN(errno_survives_switches);
     RUN(run_until_deadline_with_tick);

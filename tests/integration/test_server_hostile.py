@@ -223,3 +223,34 @@ def test_default_limits_accept_a_30k_head(server):
     with srv.raw() as c:
         c.send(head)
         assert c.response()[0] == 200
+
+
+FIELDS_APP = r'''
+def app(environ, start_response):
+    names = sorted(k for k in environ if k.startswith("HTTP_X_H"))
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [("%d %s" % (len(names), environ.get("HTTP_X_H99", "-"))).encode()]
+'''
+
+
+def test_every_field_up_to_the_limit_reaches_the_app(server):
+    # more fields than a request's first header slots (32): all of them
+    # reach the environ, the next request on the connection too, and one
+    # field past max_header_count is still refused
+    srv = server(FIELDS_APP)
+
+    def head(n):
+        return ("GET / HTTP/1.1\r\nHost: x\r\n" +
+                "".join(f"X-H{i}: v{i}\r\n" for i in range(n)) + "\r\n")
+    with srv.raw() as c:
+        c.send(head(99) + head(3))
+        code, _, body, _ = c.response()
+        assert (code, body) == (200, b"99 -")
+        code, _, body, _ = c.response()
+        assert (code, body) == (200, b"3 -")
+    with srv.raw() as c:
+        c.send(head(99).replace("X-H0: v0", "X-H99: last"))
+        assert c.response()[2] == b"99 last"
+    with srv.raw() as c:
+        c.send(head(100))
+        assert c.response()[0] == 431

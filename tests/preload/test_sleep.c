@@ -195,6 +195,57 @@ TEST(many_sleep_one_second)
     CHECK(total < 1.5);
 }
 
+/* ---- the hub's timerfd closed by the program ---------------------------- */
+
+/* A program closing every fd it does not know (closerange, or a loop of
+ * close) also closes the timerfd that ends sleeps on time: the sleeps
+ * parked on it then end anyway (late as libev's own timers are, never
+ * early), and libev is not left watching a closed number. */
+struct tfd_sleeps {
+    int done;
+    double min_late;
+};
+
+static void short_sleeps(void *arg)
+{
+    struct tfd_sleeps *t = arg;
+
+    t->min_late = 1;
+    for (int i = 0; i < 40; i++) {
+        double t0 = check_now(), late;
+        usleep(1500);
+        late = check_now() - t0 - 0.0015;
+        if (late < t->min_late)
+            t->min_late = late;
+    }
+    t->done = 1;
+}
+
+static void close_timerfds(void *arg)
+{
+    char path[64], link[64];
+
+    usleep(5000); /* the sleeper is parked on the timerfd by now */
+    for (int fd = 3; fd < 1024; fd++) {
+        ssize_t n;
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        n = readlink(path, link, sizeof link - 1);
+        if (n > 0 && (link[n] = 0, strstr(link, "timerfd")))
+            close(fd);
+    }
+}
+
+TEST(timerfd_closed_by_the_program)
+{
+    struct tfd_sleeps t = {0, 0};
+    struct green *a = green_spawn(short_sleeps, &t, NULL);
+    struct green *b = green_spawn(close_timerfds, NULL, NULL);
+
+    CHECK(green_join(b, 5.0) == 0);
+    CHECK(green_join(a, 5.0) == 0);
+    CHECK(t.done && t.min_late >= -1e-6);
+}
+
 /* ---- invalid arguments, as libc reports them --------------------------- */
 
 struct inval {
@@ -402,6 +453,7 @@ int main(void)
     RUN(many_select_no_fds);
     RUN(many_pselect_no_fds);
     RUN(many_sleep_one_second);
+    RUN(timerfd_closed_by_the_program);
     RUN(invalid_arguments_match_libc);
     RUN(interrupted_sleeps_report_time_left);
     RUN(main_context_sleeps_are_real);
