@@ -81,7 +81,7 @@ SERVER_TESTS := $(patsubst tests/server/%.c,$(B)/tests/server/%,$(wildcard tests
 UNIT_TESTS := $(HUB_TESTS) $(PRELOAD_TESTS) $(SERVER_TESTS)
 
 .PHONY: all help deps test unit asan integration matrix regrtest bench bench-switch bench-calls \
-        bench-parse bench-wsgi bench-memory run fuzz clean options-doc transparency install FORCE
+        bench-parse bench-wsgi bench-check bench-memory run fuzz clean options-doc transparency install FORCE
 .DEFAULT_GOAL := all
 
 all: $(B)/libgreen.so $(PY_SOS) $(B)/libgreen
@@ -99,9 +99,11 @@ help:
 	@echo "make bench-switch ns per green thread switch"
 	@echo "make bench-calls  ns per interposed call: passed through, ready, parked"
 	@echo "make bench-parse  ns per request head parsed"
-	@echo "make bench-wsgi   req/s against gevent and eventlet (wrk on loopback)"
+	@echo "make bench-wsgi   libgreen next to the Debian WSGI servers: build/bench/results.md, chart.png"
+	@echo "                  (BENCH_RUNS, BENCH_QUICK=1, BENCH_ONLY, BENCH_SERVERS: see README)"
+	@echo "make bench-check  the benchmark harness works (quick mode, libgreen and the C ceiling)"
 	@echo "make bench-memory RSS over a million requests"
-	@echo "make bench        switch + parse + wsgi benchmarks"
+	@echo "make bench        switch + calls + parse microbenchmarks, then bench-wsgi"
 	@echo "make fuzz         fuzz the HTTP parser (FUZZ_SECONDS, default 60)"
 	@echo "make options-doc  rewrite README's server options table from server/options.def"
 	@echo "make install      PREFIX/bin/libgreen and PREFIX/lib/libgreen/*.so (PREFIX=/usr/local, DESTDIR)"
@@ -280,8 +282,19 @@ $(B)/bench/bench_http_parse: scripts/bench/bench_http_parse.c $(PARSER_OBJS)
 bench-parse: $(B)/bench/bench_http_parse
 	@$(B)/bench/bench_http_parse
 
-bench-wsgi: all
-	@scripts/bench/wsgi-compare
+# The bare C server `make bench` measures as the ceiling of the load
+# generator (scripts/bench/ceiling.c; no hub, no libgreen).
+build/bench/ceiling: scripts/bench/ceiling.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -g -Wall -Wextra -o $@ $<
+
+# libgreen side by side with the Debian-packaged WSGI servers
+# (scripts/bench/side-by-side; `scripts/bench/side-by-side --help`).
+bench-wsgi: all build/bench/ceiling
+	@$(PYTHON) scripts/bench/side-by-side
+
+bench-check: all build/bench/ceiling
+	LIBGREEN_SO=$(abspath build/libgreen.so) $(PYTHON) -m pytest -q tests/bench
 
 bench-memory: all
 	@scripts/bench/memory-soak
