@@ -142,12 +142,12 @@ class App:
 def apps(quick):
     """Every app, in table order; quick mode shortens the windows and
     holds 2,000 connections instead of 10,000."""
-    s = 1.0 if quick else 5.0
+    s = 1.0 if quick else 4.0
     return [
-        App("plain", "plain hello (13 bytes, keep-alive, 50 connections)",
-            "benchapps:plain", 50, s, 50, 5),
-        App("flask", "Flask hello (50 connections)",
-            "benchflask:app", 50, s, 50, 5),
+        App("plain", "plain hello (13 bytes, keep-alive, 200 connections)",
+            "benchapps:plain", 200, s, 200, 5),
+        App("flask", "Flask hello (200 connections)",
+            "benchflask:app", 200, s, 200, 5),
         App("sleep50", "time.sleep(0.05) at 200 connections",
             "benchapps:sleep50", 200, s, 1, 5),
         App("sleep1", ("time.sleep(1) at %s connections, %d s window"

@@ -9,7 +9,7 @@ import tempfile
 import time
 
 from . import apps as apps_mod
-from . import load, plan as plan_mod, report, runner, scale, servers
+from . import load, plan as plan_mod, report, runner, scale, servers, spread
 
 
 def check(plan):
@@ -46,6 +46,16 @@ def _cpus(c):
     return ",".join(map(str, sorted(c))) if c else "any"
 
 
+def spread_only(plan, n):
+    os.makedirs(os.path.join(plan.out, "logs"), exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="lgbench-") as tmp:
+        apps_mod.write_modules(tmp)
+        rows = spread.run(plan, tmp, n)
+    path = spread.write(rows, plan.out)
+    print(open(path).read())
+    return 0
+
+
 def main(argv=None):
     args, plan = plan_mod.parse(sys.argv[1:] if argv is None else argv)
     if args.list:
@@ -56,12 +66,18 @@ def main(argv=None):
             print("server  %-18s %s" % (s.name, s.config))
         return 0
     raw_path = os.path.join(plan.out, "raw.json")
+    if args.publish:
+        from . import publish
+        publish.publish(plan.out, plan.root)
+        return 0
     if args.report_only:
         with open(raw_path) as f:
             data = json.load(f)
         report.write(data, plan.out)
         return 0
     check(plan)
+    if args.spread:
+        return spread_only(plan, args.spread)
     describe(plan)
     if args.estimate:
         return 0

@@ -25,8 +25,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
 # Seconds a run costs besides its warm-up and window: starting the server
 # and its readiness probe, wrk's start, stopping (measured on the 2-core
 # reference machine: Python servers start in 0.3-1 s).
-OVERHEAD_S = 2.0
-OVERHEAD_SLEEP1_S = 6.0   # 10,000 connections to open and to close
+OVERHEAD_S = 1.2
+OVERHEAD_SLEEP1_S = 5.0   # 10,000 connections to open and to close
 SCALE_SECONDS = 5
 
 
@@ -77,6 +77,12 @@ def parse(argv):
     ap.add_argument("--out", default=env.get("BENCH_OUT") or os.path.join(ROOT, "build", "bench"))
     ap.add_argument("--list", action="store_true", help="list apps and servers, then exit")
     ap.add_argument("--estimate", action="store_true", help="print the plan and its time, then exit")
+    ap.add_argument("--spread", type=int, nargs="?", const=5, default=0, metavar="N",
+                    help="where the spread comes from: libgreen's plain hello N times "
+                         "(default 5) under variants of the method; writes OUT/spread.md")
+    ap.add_argument("--publish", action="store_true",
+                    help="copy OUT/results.md and chart.png to docs/bench/ and their "
+                         "tables into README.md (make bench-publish)")
     ap.add_argument("--report-only", action="store_true",
                     help="rewrite results.md and chart.png from OUT/raw.json")
     args = ap.parse_args(argv)

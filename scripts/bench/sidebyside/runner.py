@@ -81,7 +81,8 @@ def measure(plan, app, server, tmp, pg_dsn, log):
             return {"failed": "%s %s: %s" % (server.name, why, _tail(log))}
         sampler = procs.Sampler(proc.pid)
         baseline = sampler.rss()
-        load.run(port, app.warm_conns, plan.warmup, app.timeout, plan.load_cpus, log)
+        if plan.warmup:
+            load.run(port, app.warm_conns, plan.warmup, app.timeout, plan.load_cpus, log)
         res = load.run(port, app.conns, app.seconds, app.timeout, plan.load_cpus, log,
                        sampler=sampler)
         res["baseline_rss_kib"] = baseline
