@@ -81,7 +81,7 @@ SERVER_TESTS := $(patsubst tests/server/%.c,$(B)/tests/server/%,$(wildcard tests
 UNIT_TESTS := $(HUB_TESTS) $(PRELOAD_TESTS) $(SERVER_TESTS)
 
 .PHONY: all help deps test unit asan integration matrix regrtest bench bench-switch bench-calls \
-        bench-parse bench-wsgi bench-check bench-memory run fuzz clean options-doc transparency install FORCE
+        bench-parse bench-wsgi bench-check bench-publish bench-memory run fuzz clean options-doc transparency install FORCE
 .DEFAULT_GOAL := all
 
 all: $(B)/libgreen.so $(PY_SOS) $(B)/libgreen
@@ -102,6 +102,7 @@ help:
 	@echo "make bench-wsgi   libgreen next to the Debian WSGI servers: build/bench/results.md, chart.png"
 	@echo "                  (BENCH_RUNS, BENCH_QUICK=1, BENCH_ONLY, BENCH_SERVERS: see README)"
 	@echo "make bench-check  the benchmark harness works (quick mode, libgreen and the C ceiling)"
+	@echo "make bench-publish  copy build/bench's results to docs/bench/ and README's tables"
 	@echo "make bench-memory RSS over a million requests"
 	@echo "make bench        switch + calls + parse microbenchmarks, then bench-wsgi"
 	@echo "make fuzz         fuzz the HTTP parser (FUZZ_SECONDS, default 60)"
@@ -226,6 +227,7 @@ test: deps
 	@$(MAKE) --no-print-directory MODE=asan unit
 	@tests/preload/test_exports.sh build/libgreen.so
 	@$(MAKE) --no-print-directory integration
+	@$(MAKE) --no-print-directory bench-check
 
 integration: $(B)/libgreen.so $(PY_SOS) $(TEST_EXTS)
 	LIBGREEN_SO=$(abspath build/libgreen.so) $(PYTHON) -m pytest -q tests/integration
@@ -295,6 +297,10 @@ bench-wsgi: all build/bench/ceiling
 
 bench-check: all build/bench/ceiling
 	LIBGREEN_SO=$(abspath build/libgreen.so) $(PYTHON) -m pytest -q tests/bench
+
+# A finished run (build/bench) into docs/bench/ and README's tables.
+bench-publish:
+	@$(PYTHON) scripts/bench/side-by-side --publish
 
 bench-memory: all
 	@scripts/bench/memory-soak

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 GREEN, GREY, BLUE, RED = "#2e9d4e", "#9a9a9a", "#4a78b5", "#c0392b"
 
 
-def _panel(ax, title, names, meds, ranges, colours, failed):
+def _panel(ax, title, names, meds, ranges, colours, failed, notes=None):
     y = list(range(len(names)))[::-1]
     lo = [m - r[0] for m, r in zip(meds, ranges)]
     hi = [r[1] - m for m, r in zip(meds, ranges)]
@@ -21,11 +21,15 @@ def _panel(ax, title, names, meds, ranges, colours, failed):
     ax.set_title(title, fontsize=9)
     ax.tick_params(axis="x", labelsize=7)
     top = max(meds + [1])
-    for yy, m, f in zip(y, meds, failed):
-        ax.text(m + top * 0.01, yy, "failed" if f else "%.0f" % m, va="center", fontsize=7,
-                color=RED if f else "#000")
-    ax.set_xlim(0, top * 1.22)
+    for yy, m, f, note in zip(y, meds, failed, notes or [""] * len(names)):
+        ax.text(m + top * 0.01, yy, "failed" if f else "%.0f%s" % (m, note), va="center",
+                fontsize=7, color=RED if f else "#000")
+    ax.set_xlim(0, top * 1.45)
     ax.set_xlabel("req/s", fontsize=7)
+
+
+def _ms(x):
+    return "%.2f s" % (x / 1000) if x >= 1000 else "%.0f ms" % x if x >= 10 else "%.1f ms" % x
 
 
 def draw(cells, titles, order, scale, path, meta):
@@ -35,7 +39,7 @@ def draw(cells, titles, order, scale, path, meta):
     rows = (panels + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 3.2 * rows), squeeze=False)
     for i, app in enumerate(apps):
-        names, meds, ranges, colours, failed = [], [], [], [], []
+        names, meds, ranges, colours, failed, notes = [], [], [], [], [], []
         for s in order:
             c = cells.get((app, s))
             if c is None:
@@ -45,9 +49,14 @@ def draw(cells, titles, order, scale, path, meta):
             meds.append(c["rps"] if ok else 0)
             ranges.append(c["rps_range"] if ok else (0, 0))
             failed.append(not ok)
+            note = "  p99 %s" % _ms(c["p99"]) if ok and c["p99"] is not None else ""
+            if ok and c["errors"]:
+                note += ", %d errors" % c["errors"]
+            notes.append(note)
             colours.append(GREEN if s == "libgreen" else GREY if s in ("c-ceiling", "app-only")
                            else BLUE)
-        _panel(axes[i // cols][i % cols], titles[app], names, meds, ranges, colours, failed)
+        _panel(axes[i // cols][i % cols], titles[app], names, meds, ranges, colours, failed,
+               notes)
     if scale:
         by = {}
         for r in scale:

@@ -96,7 +96,13 @@ def run(port, conns, seconds, timeout, cpus, log_path, threads=1, sampler=None):
         # wrk's own CPU time: what our reaped children used grows by
         # exactly wrk's when it is reaped (servers are reaped later).
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        out, _ = proc.communicate(timeout=seconds + timeout + 60)
+        d0 = procs.run_delay([proc.pid])
+        waited = 0.0
+        end = time.monotonic() + seconds + timeout + 60
+        while proc.poll() is None and time.monotonic() < end:
+            waited = max(waited, procs.run_delay([proc.pid]) - d0)  # its last value
+            time.sleep(0.05)
+        out, _ = proc.communicate(timeout=max(1, end - time.monotonic()))
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
     except subprocess.TimeoutExpired:
         procs.stop(proc, grace=1)
@@ -111,5 +117,6 @@ def run(port, conns, seconds, timeout, cpus, log_path, threads=1, sampler=None):
     count_unanswered(res, conns)
     res["wall_s"] = took
     res["wrk_cpu"] = wrk_cpu / took if took > 0 else 0
+    res["wrk_wait"] = waited / took if took > 0 else 0
     res.update(window)
     return res

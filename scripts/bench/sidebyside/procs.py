@@ -161,6 +161,26 @@ def cpu_seconds(pids):
     return total / CLK_TCK
 
 
+def run_delay(pids):
+    """Seconds the threads of `pids` spent runnable but waiting for a CPU
+    (schedstat's run-queue delay): the time other processes took from a
+    process that wanted to run, which CPU shares cannot show (others may
+    use a core's idle time without taking anything)."""
+    total = 0
+    for pid in pids:
+        try:
+            tids = os.listdir("/proc/%d/task" % pid)
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                    total += int(f.read().split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    return total / 1e9
+
+
 def socket_count(pid):
     """Open sockets of one process (its connections, plus listeners)."""
     n = 0
@@ -225,15 +245,16 @@ class Sampler(threading.Thread):
             self.peak = 0
         self.pids = tree(self.pid)
         self.window = (time.monotonic(), {p: cpu_seconds([p]) for p in self.pids},
-                       cpu_times())
+                       cpu_times(), run_delay(self.pids))
 
     def note_sockets(self):
         """Connections per process now (the accept balance of workers)."""
         self.sockets = {p: socket_count(p) for p in tree(self.pid)}
 
     def finish(self):
-        t0, c0, s0 = self.window
+        t0, c0, s0, d0 = self.window
         pids = tree(self.pid)
+        delay = run_delay(pids) - d0
         took = time.monotonic() - t0
         s1 = cpu_times()
         # CPU seconds of each process in the window (new ones: since birth)
@@ -245,6 +266,7 @@ class Sampler(threading.Thread):
             "peak_rss_kib": peak,
             "hwm_kib": sum(status_kib(p, "VmHWM") for p in pids),
             "server_cpu": sum(per.values()) / took if took > 0 else 0,
+            "server_wait": max(0.0, delay) / took if took > 0 else 0,
             "per_process_cpu": per,
             "cpu_stat": {c: tuple(b - a for a, b in zip(s0[c], s1[c])) for c in s1 if c in s0},
             "processes": len(pids),

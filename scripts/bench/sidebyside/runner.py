@@ -127,4 +127,6 @@ def summary(res):
         parts.append("errors %d (%s)" % (res["errors"], res["error_detail"]))
     if "wrk_cpu" in res:
         parts.append("cpu srv %3.0f%% wrk %3.0f%%" % (100 * res["server_cpu"], 100 * res["wrk_cpu"]))
+        parts.append("waited %2.0f%% %2.0f%%" % (100 * res.get("server_wait", 0),
+                                                 100 * res.get("wrk_wait", 0)))
     return "  ".join(parts)
