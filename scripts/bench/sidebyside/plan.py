@@ -58,6 +58,17 @@ class Plan:
         return per_round * self.runs + (10 if any(a.name == "pg" for a in self.apps) else 0)
 
 
+def _runs(text):
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError("BENCH_RUNS/--runs must be a whole number >= 1, "
+                                         "not %r" % text)
+    return n
+
+
 def _csv(text):
     return [x.strip() for x in text.split(",") if x.strip()] if text else []
 
@@ -69,7 +80,8 @@ def parse(argv):
         description="libgreen next to the Debian-packaged WSGI servers, "
                     "one process each pinned to one core, wrk on another.",
         epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", type=int, default=int(env.get("BENCH_RUNS") or 0) or None)
+    ap.add_argument("--runs", type=_runs, default=env.get("BENCH_RUNS") or None,
+                    help="runs per cell (BENCH_RUNS; default 3, quick 1)")
     ap.add_argument("--quick", action="store_true", default=env.get("BENCH_QUICK", "") not in ("", "0"))
     ap.add_argument("--only", default=env.get("BENCH_ONLY", ""))
     ap.add_argument("--servers", default=env.get("BENCH_SERVERS", ""))
@@ -116,7 +128,14 @@ def parse(argv):
 def _pick_cpus(plan, text):
     usable = sorted(os.sched_getaffinity(0))
     if text:
-        s, l = (int(x) for x in text.split(","))
+        try:
+            s, l = (int(x) for x in text.split(","))
+        except ValueError:
+            raise SystemExit("side-by-side: BENCH_CPUS/--cpus is SERVER_CPU,LOAD_CPU "
+                             "(e.g. 0,1), not %r" % text)
+        if not {s, l} <= set(usable) or s == l:
+            raise SystemExit("side-by-side: BENCH_CPUS/--cpus %r: two different cpus of "
+                             "those this process may use (%s)" % (text, usable))
         plan.server_cpus, plan.load_cpus = {s}, {l}
     elif len(usable) >= 2:
         plan.server_cpus, plan.load_cpus = {usable[0]}, {usable[1]}

@@ -11,7 +11,7 @@ A slow drift of the machine (another job, a CPU's clock) then lands on
 all servers alike, and libgreen's ratio to each is taken within a round.
 """
 import os
-import sys
+import subprocess
 import time
 
 from . import load, procs, servers
@@ -52,10 +52,12 @@ def measure_loop(plan, app, server, tmp, log):
     """The app-only ceiling: calls per second of the app in a loop."""
     argv, extra = servers.command(server, app.target, 0, Context(plan, tmp, app))
     proc = procs.spawn(argv, _env(extra, tmp, None), tmp, plan.server_cpus, log,
-                       stdout=procs.subprocess.PIPE)
-    out, _ = proc.stdout.read(), None
+                       stdout=subprocess.PIPE)
+    out = proc.stdout.read()
+    proc.stdout.close()
+    # wait4, not wait(): its rusage holds this process's own peak RSS
     _, status, ru = os.wait4(proc.pid, 0)
-    proc.returncode = status
+    proc.returncode = os.waitstatus_to_exitcode(status)
     text = out.decode(errors="replace")
     if not text.startswith("CALLS "):
         return {"failed": "the loop printed no result: " + _tail(log)}

@@ -43,7 +43,7 @@ def configs(plan, target, port):
     ]
 
 
-def _workers(sampler, root_pid, per_cpu):
+def _workers(root_pid, per_cpu):
     """The serving processes: every process of the tree but the root (the
     master, or the shell holding the SO_REUSEPORT pair)."""
     pids = [p for p in per_cpu if p != root_pid]
@@ -58,7 +58,7 @@ def measure(plan, name, argv, extra, tmp, log, port, seconds):
         sampler = procs.Sampler(proc.pid)
         load.run(port, CONNS, plan.warmup, 5, None, log, threads=2)
         res = load.run(port, CONNS, seconds, 5, None, log, threads=2, sampler=sampler)
-        workers = _workers(sampler, proc.pid, res["per_process_cpu"])
+        workers = _workers(proc.pid, res["per_process_cpu"])
         cpu = [res["per_process_cpu"][p] for p in workers]
         res["worker_cpu_share"] = [c / sum(cpu) if sum(cpu) else 0 for c in cpu]
         # sockets of a worker = its connections + the listening socket(s)
