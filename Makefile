@@ -292,7 +292,8 @@ build/bench/ceiling: scripts/bench/ceiling.c
 
 # libgreen side by side with the Debian-packaged WSGI servers
 # (scripts/bench/side-by-side; `scripts/bench/side-by-side --help`).
-bench-wsgi: all build/bench/ceiling
+bench-wsgi: deps
+	@$(MAKE) --no-print-directory all build/bench/ceiling
 	@$(PYTHON) scripts/bench/side-by-side
 
 bench-check: all build/bench/ceiling
