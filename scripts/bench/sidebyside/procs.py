@@ -161,15 +161,17 @@ def cpu_seconds(pids):
     return total / CLK_TCK
 
 
-def run_delay(pids):
+def run_delay(pids, all_threads=True):
     """Seconds the threads of `pids` spent runnable but waiting for a CPU
     (schedstat's run-queue delay): the time other processes took from a
     process that wanted to run, which CPU shares cannot show (others may
-    use a core's idle time without taking anything)."""
+    use a core's idle time without taking anything). all_threads=False
+    counts each process's main thread only: a pool of 100 threads waiting
+    for the GIL would otherwise add up to more than the window."""
     total = 0
     for pid in pids:
         try:
-            tids = os.listdir("/proc/%d/task" % pid)
+            tids = os.listdir("/proc/%d/task" % pid) if all_threads else [str(pid)]
         except OSError:
             continue
         for tid in tids:
@@ -245,7 +247,7 @@ class Sampler(threading.Thread):
             self.peak = 0
         self.pids = tree(self.pid)
         self.window = (time.monotonic(), {p: cpu_seconds([p]) for p in self.pids},
-                       cpu_times(), run_delay(self.pids))
+                       cpu_times(), run_delay(self.pids, all_threads=False))
 
     def note_sockets(self):
         """Connections per process now (the accept balance of workers)."""
@@ -254,7 +256,7 @@ class Sampler(threading.Thread):
     def finish(self):
         t0, c0, s0, d0 = self.window
         pids = tree(self.pid)
-        delay = run_delay(pids) - d0
+        delay = run_delay(pids, all_threads=False) - d0
         took = time.monotonic() - t0
         s1 = cpu_times()
         # CPU seconds of each process in the window (new ones: since birth)
