@@ -132,9 +132,10 @@ class App:
     target: str       # MODULE:ATTR
     conns: int        # wrk -c
     seconds: float    # the measured window
-    # The warm-up's connections (its length: Plan.warmup). One for the
+    # The warm-up's connections (its length: Plan.warmup). None for the
     # sleeping apps: a server that queues what it cannot serve would still
-    # be sleeping through the warm-up's leftovers in the measured window.
+    # be sleeping through the warm-up's leftovers in the measured window,
+    # and their code path is one call; their window holds the cold start.
     warm_conns: int
     timeout: float    # wrk --timeout: a slower answer is an error
 
@@ -149,11 +150,11 @@ def apps(quick):
         App("flask", "Flask hello (200 connections)",
             "benchflask:app", 200, s, 200, 5),
         App("sleep50", "time.sleep(0.05) at 200 connections",
-            "benchapps:sleep50", 200, s, 1, 5),
+            "benchapps:sleep50", 200, s, 0, 5),
         App("sleep1", ("time.sleep(1) at %s connections, %d s window"
                        % ("2,000" if quick else "10,000", 3 if quick else 15)),
             "benchapps:sleep1", 2000 if quick else 10000,
-            3.0 if quick else 15.0, 1, 5),
+            3.0 if quick else 15.0, 0, 5),
         App("pg", "PostgreSQL round trip (SELECT 1, pool of 10) at 50 connections",
             "benchpg:app", 50, s, 50, 5),
     ]

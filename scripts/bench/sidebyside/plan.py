@@ -24,8 +24,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
 
 # Seconds a run costs besides its warm-up and window: starting the server
 # and its readiness probe, wrk's start, stopping (measured on the 2-core
-# reference machine: Python servers start in 0.3-1 s).
-OVERHEAD_S = 1.2
+# reference machine: Python servers start in 0.3-1 s, gunicorn's worker in
+# about 1 s).
+OVERHEAD_S = 1.5
 OVERHEAD_SLEEP1_S = 5.0   # 10,000 connections to open and to close
 SCALE_SECONDS = 5
 
@@ -51,7 +52,7 @@ class Plan:
     def estimate_s(self):
         per_round = 0.0
         for app, server in self.cells():
-            per_round += app.seconds + self.warmup + (
+            per_round += app.seconds + (self.warmup if app.warm_conns else 0) + (
                 OVERHEAD_SLEEP1_S if app.conns > 1000 else OVERHEAD_S)
         if self.scale:
             per_round += 5 * (SCALE_SECONDS + self.warmup + OVERHEAD_S)

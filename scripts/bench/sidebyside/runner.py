@@ -83,7 +83,7 @@ def measure(plan, app, server, tmp, pg_dsn, log):
             return {"failed": "%s %s: %s" % (server.name, why, _tail(log))}
         sampler = procs.Sampler(proc.pid)
         baseline = sampler.rss()
-        if plan.warmup:
+        if plan.warmup and app.warm_conns:
             load.run(port, app.warm_conns, plan.warmup, app.timeout, plan.load_cpus, log)
         res = load.run(port, app.conns, app.seconds, app.timeout, plan.load_cpus, log,
                        sampler=sampler)
