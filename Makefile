@@ -88,8 +88,8 @@ SERVER_TESTS := $(patsubst tests/server/%.c,$(B)/tests/server/%,$(wildcard tests
 UNIT_TESTS := $(HUB_TESTS) $(PRELOAD_TESTS) $(SERVER_TESTS)
 
 .PHONY: all help deps test unit asan asan-full integration matrix regrtest test-deploy bench bench-switch bench-calls \
-        bench-parse bench-timer bench-wsgi bench-memory bench-conns run fuzz clean options-doc transparency install faults FORCE \
-        man deb wheel test-deb test-wheel
+        bench-parse bench-timer bench-wsgi bench-check bench-publish bench-memory bench-conns run fuzz clean options-doc \
+        transparency install faults FORCE man deb wheel test-deb test-wheel
 .DEFAULT_GOAL := all
 
 all: $(B)/libgreen.so $(PY_SOS) $(B)/libgreen
@@ -112,10 +112,13 @@ help:
 	@echo "make bench-calls  ns per interposed call: passed through, ready, parked"
 	@echo "make bench-parse  ns per request head parsed"
 	@echo "make bench-timer  how late green sleeps end (us)"
-	@echo "make bench-wsgi   req/s against gevent and eventlet (wrk on loopback)"
+	@echo "make bench-wsgi   libgreen next to the Debian WSGI servers: build/bench/results.md, chart.png"
+	@echo "                  (BENCH_RUNS, BENCH_QUICK=1, BENCH_ONLY, BENCH_SERVERS: see README)"
+	@echo "make bench-check  the benchmark harness works (quick mode, libgreen and the C ceiling)"
+	@echo "make bench-publish  copy build/bench's results to docs/bench/ and README's tables"
 	@echo "make bench-memory RSS over a million requests"
 	@echo "make bench-conns  RSS per idle connection and per request in flight (10,000 each)"
-	@echo "make bench        switch + parse + wsgi benchmarks"
+	@echo "make bench        switch + calls + parse microbenchmarks, then bench-wsgi"
 	@echo "make fuzz         fuzz the request parser, the chunked decoder and the"
 	@echo "                  response framing (FUZZ_SECONDS each, default 60)"
 	@echo "make options-doc  rewrite README's server options table from server/options.def"
@@ -266,6 +269,7 @@ test: deps
 	@$(MAKE) --no-print-directory asan
 	@tests/preload/test_exports.sh build/libgreen.so
 	@$(MAKE) --no-print-directory integration
+	@$(MAKE) --no-print-directory bench-check
 
 integration: $(B)/libgreen.so $(PY_SOS) $(TEST_EXTS)
 	LIBGREEN_SO=$(abspath build/libgreen.so) $(PYTHON) -m pytest -q tests/integration
@@ -342,8 +346,24 @@ $(B)/bench/bench_http_parse: scripts/bench/bench_http_parse.c $(PARSER_OBJS)
 bench-parse: $(B)/bench/bench_http_parse
 	@$(B)/bench/bench_http_parse
 
-bench-wsgi: all
-	@scripts/bench/wsgi-compare
+# The bare C server `make bench` measures as the ceiling of the load
+# generator (scripts/bench/ceiling.c; no hub, no libgreen).
+build/bench/ceiling: scripts/bench/ceiling.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -g -Wall -Wextra -o $@ $<
+
+# libgreen side by side with the Debian-packaged WSGI servers
+# (scripts/bench/side-by-side; `scripts/bench/side-by-side --help`).
+bench-wsgi: deps
+	@$(MAKE) --no-print-directory all build/bench/ceiling
+	@$(PYTHON) scripts/bench/side-by-side
+
+bench-check: all build/bench/ceiling
+	LIBGREEN_SO=$(abspath build/libgreen.so) $(PYTHON) -m pytest -q tests/bench
+
+# A finished run (build/bench) into docs/bench/ and README's tables.
+bench-publish:
+	@$(PYTHON) scripts/bench/side-by-side --publish
 
 bench-memory: all
 	@scripts/bench/memory-soak
