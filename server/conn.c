@@ -299,15 +299,19 @@ static void srv_conn_arm_timer(struct srv_conn *c)
     }
 }
 
+void srv_conn_buf_free(struct srv_conn *c)
+{
+    PyMem_RawFree(c->buf);
+    c->buf = NULL;
+    c->cap = c->off = c->len = 0;
+}
+
 /* Back to waiting for a request head in the hub context (from a green
  * thread that finished a response on a keep-alive connection). */
 void srv_conn_resume(struct srv_conn *c)
 {
-    if (!c->len) { /* nothing of the next request yet: idle, no buffer */
-        PyMem_RawFree(c->buf);
-        c->buf = NULL;
-        c->cap = c->off = 0;
-    }
+    if (!c->len) /* nothing of the next request yet: idle, no buffer */
+        srv_conn_buf_free(c);
     c->state = SRV_READING;
     ev_io_start(c->srv->loop, &c->io);
     srv_conn_arm_timer(c);

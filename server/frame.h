@@ -62,11 +62,15 @@ struct srv_framing {
 SRV_API void srv_framing_choose(struct srv_framing *f, int code, int head,
                                 int minor, int may_keep, size_t blen, int final);
 
-/* A growable byte buffer for the head (2 KiB on the stack first). */
+/* A growable byte buffer for the head, on the stack first. A usual head
+ * is 150-300 bytes. The room is kept small because it is stack depth:
+ * with 2 KiB here, sending a response reached past the first page of a
+ * request's green thread stack, and a pooled stack keeps every page it
+ * once touched: 4 KiB more per request in flight. */
 struct srv_buf {
     char *p;
     size_t len, cap;
-    char local[2048];
+    char local[512];
 };
 SRV_API void srv_buf_init(struct srv_buf *b);
 SRV_API void srv_buf_free(struct srv_buf *b);

@@ -433,6 +433,22 @@ int srv_input_bad(PyObject *obj, const char **why)
     return in->bad;
 }
 
+/* While the app runs: a request with no body and nothing sent after its
+ * head gives its connection's read buffer back. The environ holds copies
+ * of all the head said and the access log its own, so a request parked
+ * for long (a long poll, a slow query) keeps no buffer: 1 KiB less for
+ * every request in flight. The next request's bytes get a new one. */
+void srv_input_release(PyObject *obj)
+{
+    struct srv_input *in = (struct srv_input *)obj;
+    struct srv_conn *c = in->c;
+
+    if (!c || !in->done || c->len != c->off)
+        return;
+    srv_conn_buf_free(c);
+    in->dec_end = 0;
+}
+
 /* Ends the request's use of the body: drains an unread remainder (up to
  * SRV_DRAIN_MAX) so the connection can serve the next request, and
  * compacts the buffer so the next request starts at c->buf[0]. Returns 1
@@ -476,8 +492,10 @@ int srv_input_finish(PyObject *obj)
     if (in->failed)
         keep = 0;
     if (keep) {
-        memmove(c->buf, c->buf + c->off, c->len - c->off);
-        c->len -= c->off;
+        if (c->off) { /* none after srv_input_release: no buffer either */
+            memmove(c->buf, c->buf + c->off, c->len - c->off);
+            c->len -= c->off;
+        }
     } else {
         c->len = 0;
     }

@@ -204,6 +204,8 @@ SRV_HIDDEN void srv_conn_new(struct srv_listener *l, int fd,
                              const struct sockaddr_storage *ss);
 SRV_HIDDEN void srv_conn_close(struct srv_conn *c);
 SRV_HIDDEN void srv_conn_resume(struct srv_conn *c);
+/* Frees the read buffer of a connection that holds no unread byte. */
+SRV_HIDDEN void srv_conn_buf_free(struct srv_conn *c);
 SRV_HIDDEN void srv_conns_close_idle(struct srv_server *srv);
 /* Out of fds: closes up to max idle keep-alive connections, those idle
  * longest first; returns how many. */
@@ -259,6 +261,7 @@ SRV_HIDDEN PyObject *srv_input_new(struct srv_conn *c,
                                    const struct srv_request *req,
                                    size_t head_len);
 SRV_HIDDEN int srv_input_finish(PyObject *input);
+SRV_HIDDEN void srv_input_release(PyObject *input);
 SRV_HIDDEN int srv_input_check(PyObject *input, const char **why);
 SRV_HIDDEN int srv_input_bad(PyObject *input, const char **why);
 

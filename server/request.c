@@ -202,6 +202,7 @@ static int srv_call_app(struct srv_call *call, struct srv_resp *r,
     call->environ = srv_build_environ(r->c, req, input, cl);
     if (!call->environ)
         return -1;
+    srv_input_release(input); /* req's pointers into the buffer end here */
     call->start = srv_resp_start_fn(r);
     if (!call->start)
         return -1;

@@ -120,7 +120,9 @@ static int head(struct srv_buf *b, const struct srv_framing *f, int code,
             return -1;
     if (srv_head_end(b, f, code, h.app_cl, minor, seen, DATE) < 0)
         return -1;
-    b->p[b->len] = 0; /* every test head fits the local 2 KiB */
+    if (srv_buf_grow(b, 1) < 0) /* room for the NUL the checks read to */
+        return -1;
+    b->p[b->len] = 0;
     return 0;
 }
 
