@@ -175,6 +175,8 @@ def test_reload_and_worker_exit_under_load_fail_no_request(libgreen, tmp_path):
     mine = [held(pid, inodes) for pid in last]
     assert all(len(m) == 1 for m in mine) and mine[0] != mine[1], mine
     assert cmd.stop() == 0
+    with pytest.raises(ConnectionRefusedError):  # every slot's socket closed
+        socket.create_connection(addr, timeout=2).close()
 
 
 def test_ttin_ttou_are_refused(libgreen, tmp_path):
