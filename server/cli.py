@@ -1,7 +1,8 @@
 # server/cli.py - the `libgreen` command: its flags (its own, and one per
 # option of libgreen.wsgi.server, from libgreen.wsgi.options()), each
 # also read from the environment; the listening sockets (--bind, or
-# systemd's); root and the privilege drop. Then the master of
+# systemd's; with --reuse-port one SO_REUSEPORT socket per worker and
+# address); root and the privilege drop. Then the master of
 # server/workers.py runs the workers.
 #
 # Embedded into libgreen_pyXY.so like listen.py, but compiled only when
@@ -104,8 +105,17 @@ OWN_FLAGS = (
      'several (default: %s). LIBGREEN_BIND takes several, separated by '
      'spaces. Ignored when systemd passes sockets (LISTEN_FDS)' % DEFAULT_BIND),
     (('-w', '--workers'), 'workers', 'LIBGREEN_WORKERS', 'N', False,
-     'worker processes, each serving the app on every socket (default: 1); '
-     'SIGTTIN/SIGTTOU add/remove one'),
+     'worker processes, each serving the app on every socket (default: 1; '
+     'see --reuse-port); SIGTTIN/SIGTTOU add/remove one'),
+    (('--reuse-port',), 'reuse_port', 'LIBGREEN_REUSE_PORT', None, False,
+     'with --workers N: bind N sockets to each --bind address with '
+     'SO_REUSEPORT, one per worker, so the kernel spreads new connections '
+     'over the workers by a hash instead of the first worker awake taking '
+     'them; the master keeps the sockets, so a replaced or reloaded worker '
+     'takes over its socket and what waits in its queue. The number of '
+     'workers is then fixed (SIGTTIN/SIGTTOU are ignored); with one worker '
+     'it changes nothing. TCP only: an error with unix: addresses or '
+     "systemd's sockets"),
     (('--backlog',), 'backlog', 'LIBGREEN_BACKLOG', 'N', False,
      'connections the kernel queues on each socket before refusing '
      '(default: 1024)'),
@@ -153,7 +163,7 @@ Signals to the master:
   QUIT        stop at once (workers are killed)
   HUP         reload: start new workers (the app imported afresh), then
               stop the old ones gracefully once the new ones serve
-  TTIN, TTOU  one worker more / one fewer
+  TTIN, TTOU  one worker more / one fewer (ignored with --reuse-port)
   USR1, USR2  passed on to every worker
 
 Exit status: 0 after a stop, 2 for a usage or start-up error (one line on
@@ -296,6 +306,8 @@ def parse(argv, env=None):
         app=args.app, binds=args.bind or [DEFAULT_BIND],
         bind_given=bool(args.bind),
         workers=_int_setting(args.workers or '1', args.source['workers'], 1, 1024),
+        reuse_port=bool(args.reuse_port),
+        reuse_port_source=args.source['reuse_port'].rstrip('= '),
         backlog=_int_setting(args.backlog or '1024', args.source['backlog'], 1, 1 << 20),
         timeout=timeout, timeout_given=args.timeout is not None,
         graceful_timeout=float(graceful or 0),
@@ -345,23 +357,54 @@ def _describe(address):
     return ('[%s]:%d' if ':' in host else '%s:%d') % (host, port)
 
 
+def _listen_error(text, address, e):
+    'The UsageError for OSError e while binding --bind text (address).'
+    why = e.strerror or str(e)
+    if e.errno == 98:  # EADDRINUSE
+        why = 'address already in use (another server listens there: ' \
+              'stop it, or choose another --bind)'
+    elif e.errno == 13 and not isinstance(address, str) and address[1] < 1024:
+        why = 'permission denied (ports below 1024 need root; ' \
+              'libgreen binds them before dropping to --user)'
+    elif isinstance(e, _socket.gaierror):
+        why = 'cannot resolve %r (%s)' % (address[0], why)
+    return UsageError('cannot listen on %s: %s' % (text, why))
+
+
 def _listen(text, backlog):
     address = parse_bind(text)
     try:
         return _libgreen.listen(address, backlog)
     except OSError as e:
-        why = e.strerror or str(e)
-        if e.errno == 98:  # EADDRINUSE
-            why = 'address already in use (another server listens there: ' \
-                  'stop it, or choose another --bind)'
-        elif e.errno == 13 and not isinstance(address, str) and address[1] < 1024:
-            why = 'permission denied (ports below 1024 need root; ' \
-                  'libgreen binds them before dropping to --user)'
-        elif isinstance(e, _socket.gaierror):
-            why = 'cannot resolve %r (%s)' % (address[0], why)
-        raise UsageError('cannot listen on %s: %s' % (text, why)) from None
+        raise _listen_error(text, address, e) from None
     except (TypeError, ValueError) as e:
         raise UsageError('cannot listen on %s: %s' % (text, e)) from None
+
+
+def _listen_per_worker(text, backlog, count):
+    '''count sockets on the TCP address of --bind text, each with
+    SO_REUSEPORT: one per worker slot (--reuse-port). Raises UsageError.'''
+    address = parse_bind(text)
+    socks = []
+    try:
+        # A plain bind first (bound, never listening: it accepts nothing):
+        # it fails if anything listens there already, as without
+        # --reuse-port. Without it a second libgreen --reuse-port of the
+        # same user would silently join this one's group and take a share
+        # of its connections. It also turns a name into an address and
+        # port 0 into one port.
+        with _socket.socket(_socket.AF_INET6 if ':' in address[0] else
+                            _socket.AF_INET) as probe:
+            probe.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+            address = probe.getsockname()[:2]
+        for _ in range(count):
+            socks.append(_libgreen.listen(address, backlog, reuse_port=True))
+    except OSError as e:
+        for sock in socks:
+            sock.close()
+        raise _listen_error(text, address, e) from None
+    return socks
 
 
 def systemd_sockets(env):
@@ -404,13 +447,41 @@ def _warn_public(sock):
                      'unix: socket' % _describe(sock.getsockname()))
 
 
+def _bind_texts(s):
+    'Every --bind address, one by one (LIBGREEN_BIND may use commas).'
+    return [one.strip() for text in s.binds for one in text.split(',') if one.strip()]
+
+
+def _check_reuse_port(s, passed):
+    '''--reuse-port needs TCP addresses libgreen binds itself: a clear
+    error for systemd's sockets and Unix socket paths, whatever --workers
+    says (a setting that works with one worker must not break with two).'''
+    flag = s.reuse_port_source
+    if passed is not None:
+        raise UsageError('%s cannot apply to the %d socket(s) systemd passed '
+                         '(LISTEN_FDS): libgreen must bind one SO_REUSEPORT socket '
+                         'per worker itself; leave %s out (the workers then share '
+                         "systemd's sockets), or drop the .socket unit and use --bind"
+                         % (flag, len(passed), flag))
+    for text in _bind_texts(s):
+        if isinstance(parse_bind(text), str):
+            raise UsageError('%s cannot apply to --bind %s: SO_REUSEPORT shares '
+                             'TCP addresses only; bind HOST:PORT, or leave %s out '
+                             '(the workers then share the Unix socket)'
+                             % (flag, text, flag))
+
+
 def open_sockets(s):
     '''The listening sockets: systemd's, or those of --bind. Returns
-    [(socket, description, owned)], owned being (path, inode) of a Unix
-    socket file we made (to remove at exit, if it is still ours), or
-    None.'''
+    (socks, slots): socks is [(socket, description, owned)], owned being
+    (path, inode) of a Unix socket file we made (to remove at exit, if it
+    is still ours), or None; slots is None when every worker serves every
+    socket or, with --reuse-port and several workers, the sockets of each
+    worker slot (slots[i]: worker slot i's socket for each --bind).'''
     passed = systemd_sockets(_os.environ)
-    out = []
+    if s.reuse_port:
+        _check_reuse_port(s, passed)
+    out, slots = [], None
     if passed is not None:
         if s.bind_given:
             _workers.log('warning: --bind is ignored: systemd passed %d socket(s)'
@@ -418,19 +489,23 @@ def open_sockets(s):
         for sock, name in passed:
             out.append((sock, '%s (systemd socket %s)' % (
                 _describe(sock.getsockname()), name), None))
+    elif s.reuse_port and s.workers > 1:
+        per_bind = [_listen_per_worker(text, s.backlog, s.workers)
+                    for text in _bind_texts(s)]
+        for socks in per_bind:
+            out += [(sock, _describe(sock.getsockname()), None) for sock in socks]
+        slots = [[socks[i] for socks in per_bind] for i in range(s.workers)]
     else:
-        for text in s.binds:
-            for one in text.split(','):  # LIBGREEN_BIND may use commas
-                if one.strip():
-                    sock = _listen(one.strip(), s.backlog)
-                    owned = None
-                    if sock.family == _socket.AF_UNIX:
-                        path = sock.getsockname()
-                        owned = (path, _os.stat(path).st_ino)
-                    out.append((sock, _describe(sock.getsockname()), owned))
-    for sock, _, _ in out:
+        for text in _bind_texts(s):
+            sock = _listen(text, s.backlog)
+            owned = None
+            if sock.family == _socket.AF_UNIX:
+                path = sock.getsockname()
+                owned = (path, _os.stat(path).st_ino)
+            out.append((sock, _describe(sock.getsockname()), owned))
+    for sock in slots[0] if slots else [sock for sock, _, _ in out]:
         _warn_public(sock)
-    return out
+    return out, slots
 
 
 # ---- root and privileges --------------------------------------------------
@@ -543,12 +618,12 @@ def _prepare(s):
     # the workers serve, workers.sd_notify): the app does not inherit it.
     s.notify_socket = _os.environ.pop('NOTIFY_SOCKET', None)
     target = check_root(s)
-    socks = open_sockets(s)
+    socks, slots = open_sockets(s)
     unix = [owned[0] for _, _, owned in socks if owned]
     if target:
         drop_privileges(target, unix)
     pid_file = write_pid_file(s.pid) if s.pid else None
-    return socks, pid_file
+    return socks, slots, pid_file
 
 
 def main(argv=None):
@@ -559,10 +634,10 @@ def main(argv=None):
         _sys.argv = [_sys.argv[1] if len(_sys.argv) > 1 else PROG] + argv
     try:
         s = parse(argv)
-        socks, pid_file = _prepare(s)
+        socks, slots, pid_file = _prepare(s)
     except UsageError as e:
         _sys.stderr.write('%s: error: %s\n' % (PROG, e))
         return 2
     if _os.getcwd() not in _sys.path:
         _sys.path.insert(0, _os.getcwd())
-    return _workers.Master(s, socks, pid_file).run()
+    return _workers.Master(s, socks, pid_file, slots).run()

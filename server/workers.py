@@ -9,6 +9,14 @@
 # connection is never refused while workers come and go: it waits in the
 # kernel's backlog until a worker accepts it.
 #
+# With --reuse-port (cli.py) the master binds, for each address, one
+# SO_REUSEPORT socket per worker slot: the kernel spreads new connections
+# over the slots' sockets by a hash, and worker slot i accepts on socket
+# i only. A worker that dies, or is replaced by a reload, leaves its
+# socket open in the master, so what the kernel queued there waits for
+# the slot's next worker instead of being reset. The number of slots is
+# fixed at start: SIGTTIN/SIGTTOU are refused then.
+#
 # Each worker has a pipe to the master, on which it writes
 #   R          once the app is imported and the server is about to accept
 #   .          from the server's heartbeat (about once a second), if the
@@ -82,8 +90,8 @@ def _status_text(status):
 # ---- a worker, as the master sees it ----------------------------------------
 
 class Worker:
-    def __init__(self, pid, gen, pipe, first_boot):
-        self.pid, self.gen, self.pipe = pid, gen, pipe
+    def __init__(self, pid, gen, slot, pipe, first_boot):
+        self.pid, self.gen, self.slot, self.pipe = pid, gen, slot, pipe
         self.first_boot = first_boot  # spawned before anything ever served
         self.started = self.seen = _time.monotonic()
         self.ready = False
@@ -234,9 +242,12 @@ def _run_worker(settings, socks, pipe, saved_signals, master):
 # ---- the master -----------------------------------------------------------
 
 class Master:
-    def __init__(self, settings, socks, pid_file):
+    def __init__(self, settings, socks, pid_file, slots=None):
         self.s = settings
         self.socks = socks              # [(socket, description, owned)]: cli.py
+        # None: every worker serves every socket; else (--reuse-port)
+        # slots[i] are the sockets of worker slot i, one per address.
+        self.slots = slots
         self.pid_file = pid_file
         self.workers = {}               # pid -> Worker
         self.count = settings.workers   # wanted
@@ -264,19 +275,27 @@ class Master:
             if _signal.getsignal(sig) is not None:
                 self.saved_signals[sig] = _signal.signal(sig, lambda signum, frame: None)
 
-    def _spawn(self):
+    def _spawn(self, slot):
         r, w = _os.pipe()
         first = self.serving_gen == 0
         master = _os.getpid()
+        socks = self.socks
+        if self.slots is not None:
+            socks = [x for x in self.socks if x[0] in self.slots[slot]]
         pid = _os.fork()
         if pid == 0:
             _signal.set_wakeup_fd(-1)  # before its fd closes
             for fd in [r, self.wake_r, self.wake_w] + [x.pipe for x in self.workers.values()]:
                 _os.close(fd)
-            _run_worker(self.s, self.socks, w, self.saved_signals, master)
+            # The other slots' sockets are not this worker's to hold (the
+            # master keeps them; only the child's copies close).
+            for x in self.socks:
+                if x not in socks:
+                    x[0].close()
+            _run_worker(self.s, socks, w, self.saved_signals, master)
         _os.close(w)
         _os.set_blocking(r, False)
-        self.workers[pid] = Worker(pid, self.gen, r, first)
+        self.workers[pid] = Worker(pid, self.gen, slot, r, first)
 
     def _stop_worker(self, w, sig=_signal.SIGTERM, grace=None):
         if w.stopping and sig == _signal.SIGTERM:
@@ -307,6 +326,11 @@ class Master:
             self.gen = self.last_gen
             log('SIGHUP: reloading: starting %d new worker(s)' % self.count)
             sd_notify(self.s.notify_socket, 'RELOADING=1')
+        elif sig in (_signal.SIGTTIN, _signal.SIGTTOU) and self.slots is not None:
+            log('%s ignored: with --reuse-port the master bound one socket per '
+                'worker at start, so the number of workers stays %d (restart '
+                'with another --workers to change it)'
+                % (_signal.Signals(sig).name, self.count))
         elif sig == _signal.SIGTTIN:
             self.count += 1
             log('SIGTTIN: %d worker(s)' % self.count)
@@ -394,8 +418,13 @@ class Master:
         now = _time.monotonic()
         current = [w for w in self.workers.values() if w.gen == self.gen and not w.stopping]
         if len(current) < self.count and now >= self.next_spawn:
-            for _ in range(self.count - len(current)):
-                self._spawn()
+            # The lowest free slots: with --reuse-port a replacement takes
+            # over its predecessor's socket (and the new generation of a
+            # reload one socket each).
+            taken = {w.slot for w in current}
+            free = [i for i in range(len(current) + self.count) if i not in taken]
+            for slot in free[:self.count - len(current)]:
+                self._spawn(slot)
             current = [w for w in self.workers.values()
                        if w.gen == self.gen and not w.stopping]
         for w in sorted(current, key=lambda w: w.started)[:max(0, len(current) - self.count)]:
@@ -463,8 +492,13 @@ class Master:
     def _banner(self):
         '''Once the first workers serve (before, the only line a failed
         start prints is its error).'''
-        log('master: %d worker(s) serve %s on %s; heartbeat timeout %s' % (
-            self.count, self.s.app, ', '.join(desc for _, desc, _ in self.socks),
+        where = []
+        for _, desc, _ in self.socks:
+            if desc not in where:
+                where.append(desc)
+        log('master: %d worker(s) serve %s on %s%s; heartbeat timeout %s' % (
+            self.count, self.s.app, ', '.join(where),
+            ' (SO_REUSEPORT: a socket per worker)' if self.slots else '',
             '%g s' % self.s.timeout if self.s.timeout > 0 else 'off'))
         if self.s.timeout_given and self.s.timeout > 0 and not self.s.heartbeat:
             log('warning: this libgreen.wsgi.server has no heartbeat option: '

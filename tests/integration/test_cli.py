@@ -172,7 +172,7 @@ def test_help_documents_every_flag_and_variable(tmp_path):
         if o["env"]:
             assert o["env"] in text, o["env"]
     for flag in ("--bind", "--workers", "--backlog", "--timeout", "--user", "--group",
-                 "--python", "--chdir", "--env", "--pid", "--allow-root"):
+                 "--python", "--chdir", "--env", "--pid", "--allow-root", "--reuse-port"):
         assert flag in text
         assert "LIBGREEN_" + flag[2:].upper().replace("-", "_") in text
     for sig in ("HUP", "TTIN", "TTOU", "TERM"):

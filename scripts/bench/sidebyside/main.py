@@ -61,7 +61,7 @@ def main(argv=None):
     if args.list:
         for a in apps_mod.apps(plan.quick):
             print("app     %-8s %s" % (a.name, a.title))
-        print("app     %-8s %s" % ("scale", "--workers 2 against gunicorn's gevent worker x2"))
+        print("app     %-8s %s" % ("scale", "--workers 2 (shared socket, --reuse-port) against gunicorn's gevent worker x2"))
         for s in servers.SERVERS:
             print("server  %-18s %s" % (s.name, s.config))
         return 0

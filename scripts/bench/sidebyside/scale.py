@@ -1,28 +1,19 @@
 """sidebyside/scale.py - more than one core: worker processes.
 
 On this 2-core machine: libgreen's command with --workers 1 and 2 (one
-listening socket shared by the workers), two libgreen processes each
-with its own SO_REUSEPORT socket on the same port, and gunicorn's gevent
-worker x1 and x2. Nothing is pinned and wrk (two threads) shares the
-cores, as a real 2-core host would run them. Besides req/s it records
-how the connections and the CPU time spread over the workers: the accept
-balance that decides how far the design goes on 64 cores.
+listening socket shared by the workers), with --workers 2 --reuse-port
+(the master binds one SO_REUSEPORT socket per worker on the same port),
+and gunicorn's gevent worker x1 and x2. Nothing is pinned and wrk (two
+threads) shares the cores, as a real 2-core host would run them. Besides
+req/s it records how the connections and the CPU time spread over the
+workers: the accept balance that decides how far the design goes on 64
+cores.
 """
 import os
 
 from . import load, procs, runner
 
 CONNS = 100
-REUSEPORT = (
-    "import importlib, socket, sys, libgreen\n"
-    "mod, attr = sys.argv[1].split(':')\n"
-    "app = getattr(importlib.import_module(mod), attr)\n"
-    "s = socket.socket()\n"
-    "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)\n"
-    "s.bind(('127.0.0.1', int(sys.argv[2])))\n"
-    "s.listen(4096)\n"
-    "s.setblocking(False)\n"
-    "libgreen.wsgi.server(s, app, log_output=False, max_size=10000)\n")
 
 
 def configs(plan, target, port):
@@ -32,12 +23,11 @@ def configs(plan, target, port):
            "-b", "127.0.0.1:%d" % port, "--backlog", "4096", "--log-level", "warning"]
     cmd = [lg, "--allow-root", "--no-log-output", "--max-size", "10000",
            "--backlog", "4096", "-b", "127.0.0.1:%d" % port]
-    two = 'for i in 1 2; do /usr/bin/python3 -c "$0" "$@" & done; wait'
     return [
         ("libgreen --workers 1", 1, cmd + ["--workers", "1", target], {}),
         ("libgreen --workers 2", 2, cmd + ["--workers", "2", target], {}),
-        ("libgreen x2, SO_REUSEPORT", 2,
-         ["/bin/sh", "-c", two, REUSEPORT, target, str(port)], {"LD_PRELOAD": plan.preload}),
+        ("libgreen --workers 2 --reuse-port", 2,
+         cmd + ["--workers", "2", "--reuse-port", target], {}),
         ("gunicorn gevent -w 1", 1, gun + ["-w", "1", target], {}),
         ("gunicorn gevent -w 2", 2, gun + ["-w", "2", target], {}),
     ]
@@ -45,7 +35,7 @@ def configs(plan, target, port):
 
 def _workers(root_pid, per_cpu):
     """The serving processes: every process of the tree but the root (the
-    master, or the shell holding the SO_REUSEPORT pair)."""
+    master)."""
     pids = [p for p in per_cpu if p != root_pid]
     return pids or [root_pid]
 
@@ -61,7 +51,8 @@ def measure(plan, name, argv, extra, tmp, log, port, seconds):
         workers = _workers(proc.pid, res["per_process_cpu"])
         cpu = [res["per_process_cpu"][p] for p in workers]
         res["worker_cpu_share"] = [c / sum(cpu) if sum(cpu) else 0 for c in cpu]
-        # sockets of a worker = its connections + the listening socket(s)
+        # sockets of a worker = its connections + the listening socket
+        # (the shared one, or with --reuse-port its own)
         res["worker_conns"] = [max(0, sampler.sockets.get(p, 0) - 1) for p in workers]
         res.pop("per_process_cpu", None)
         return res
@@ -82,6 +73,6 @@ def run(plan, tmp, record):
             res = measure(plan, name, argv, extra, tmp, log, port, seconds)
             res.update({"config": name, "workers": nworkers, "round": rnd, "conns": CONNS})
             record(res)
-            print("[scale %d/%d] %-26s %s  conns/worker %s"
+            print("[scale %d/%d] %-33s %s  conns/worker %s"
                   % (rnd, plan.runs, name, runner.summary(res), res.get("worker_conns")),
                   flush=True)
