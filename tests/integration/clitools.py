@@ -14,7 +14,6 @@ starting up on URL" lines; no fixed sleeps.
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -163,32 +162,6 @@ def run(args, cwd, env=None, timeout=30, launcher=LAUNCHER):
                        stdin=subprocess.DEVNULL, capture_output=True,
                        timeout=timeout)
     return r.returncode, r.stdout.decode(), r.stderr.decode()
-
-
-def free_port(host="127.0.0.1"):
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def get(address, path="/", timeout=10.0, headers=None):
-    """One GET on a new connection: (status, body)."""
-    if isinstance(address, str):
-        s = socket.socket(socket.AF_UNIX)
-        s.settimeout(timeout)
-        s.connect(address)
-    else:
-        s = socket.create_connection(address, timeout=timeout)
-    with s:
-        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}\r\n"
-                  .encode())
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
 
 
 def write_app(directory, name, source):

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from clitools import (HELLO, LAUNCHER, TIME_LIMIT, Command, free_port, get, libgreen,
-                      require_launcher, run, write_app)
+from clitools import (HELLO, LAUNCHER, TIME_LIMIT, Command, libgreen, require_launcher, run,
+                      write_app)
 from conftest import PYTHON, REPO, SO, child_env
+from netclient import free_port, get
 
 require_launcher()
 pytestmark = pytest.mark.time_limit(TIME_LIMIT)

@@ -15,8 +15,9 @@ import time
 
 import pytest
 
-from clitools import HELLO, TIME_LIMIT, get, libgreen, require_launcher, write_app
+from clitools import HELLO, TIME_LIMIT, libgreen, require_launcher, write_app
 from conftest import PYTHON, child_env
+from netclient import get
 
 require_launcher()
 pytestmark = pytest.mark.time_limit(TIME_LIMIT)
