@@ -17,22 +17,8 @@
  *
  * Run: scripts/fuzz chunked
  */
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <strings.h>
-
+#include "fuzz/fuzz.h"
 #include "server/http_parse.h"
-
-#define ASSERT(c)                                                           \
-    do {                                                                    \
-        if (!(c)) {                                                         \
-            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__,      \
-                    __LINE__, #c);                                          \
-            abort();                                                        \
-        }                                                                   \
-    } while (0)
 
 struct outcome {
     ssize_t ret;        /* -2, -1, or input bytes after the body */
@@ -46,12 +32,10 @@ struct outcome {
 static ssize_t call(struct srv_chunked *st, const char *src, size_t n,
                     struct outcome *oc)
 {
-    char *b = malloc(n ? n : 1);
+    char *b = fuzz_copy(src, n);
     size_t len = n;
     uint64_t before = st->decoded;
 
-    if (n)
-        memcpy(b, src, n);
     ssize_t r = srv_chunked_decode(st, n ? b : b + 1, &len);
     if (!n) {
         free(b);
@@ -150,17 +134,6 @@ static int hexdig(int c)
     return -1;
 }
 
-static int tchar(int c)
-{
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
-           (c >= 'A' && c <= 'Z') || (c && strchr("!#$%&'*+-.^_`|~", c));
-}
-
-static int vchar_ws_obs(int c) /* field-value octet */
-{
-    return c == ' ' || c == '\t' || (c >= 0x21 && c <= 0x7e) || c >= 0x80;
-}
-
 /* The next byte, or -1 at the end of the input. */
 static int next(struct ref *r)
 {
@@ -188,13 +161,13 @@ static int ref_ext(struct ref *r)
     for (;;) {
         GET(c); /* ext-name: 1*tchar */
         TRY(line_byte(r, 1));
-        if (!tchar(c))
+        if (!fuzz_tchar(c))
             return R_INVALID;
         do {
             GET(c);
             if (c != '\r')
                 TRY(line_byte(r, 1));
-        } while (tchar(c));
+        } while (fuzz_tchar(c));
         if (c == '=') {
             GET(c);
             TRY(line_byte(r, 1));
@@ -208,18 +181,18 @@ static int ref_ext(struct ref *r)
                         GET(c);
                         TRY(line_byte(r, 1));
                     }
-                    if (!vchar_ws_obs(c))
+                    if (!fuzz_value_byte(c))
                         return R_INVALID;
                 }
                 GET(c);
                 if (c != '\r')
                     TRY(line_byte(r, 1));
-            } else if (tchar(c)) {
+            } else if (fuzz_tchar(c)) {
                 do {
                     GET(c);
                     if (c != '\r')
                         TRY(line_byte(r, 1));
-                } while (tchar(c));
+                } while (fuzz_tchar(c));
             } else {
                 return R_INVALID;
             }
@@ -257,16 +230,6 @@ static int ref_size_line(struct ref *r, uint64_t *size)
     return c == '\n' ? 0 : R_INVALID;
 }
 
-static const char *const refused[] = {
-    "content-length", "transfer-encoding", "trailer", "connection",
-    "keep-alive", "proxy-connection", "te", "upgrade", "host",
-    "max-forwards", "forwarded", "x-forwarded-for", "x-forwarded-host",
-    "x-forwarded-proto", "cache-control", "pragma", "expect", "range",
-    "if-match", "if-none-match", "if-modified-since", "if-unmodified-since",
-    "if-range", "authorization", "proxy-authorization", "cookie",
-    "set-cookie", "content-encoding", "content-type", "content-range",
-};
-
 /* A trailer byte, counted. */
 static int tr_get(struct ref *r, int *c)
 {
@@ -287,18 +250,15 @@ static int ref_trailers(struct ref *r)
             return c == '\n' ? 0 : R_INVALID;
         }
         size_t start = r->p - 1;
-        while (tchar(c))
+        while (fuzz_tchar(c))
             TRY(tr_get(r, &c));
         if (c != ':' || r->p - 1 == start)
             return R_INVALID;
-        size_t nl = r->p - 1 - start;
-        for (size_t k = 0; k < sizeof refused / sizeof refused[0]; k++)
-            if (nl == strlen(refused[k]) &&
-                strncasecmp((const char *)r->s + start, refused[k], nl) == 0)
-                return R_INVALID;
+        if (fuzz_refused_trailer((const char *)r->s + start, r->p - 1 - start))
+            return R_INVALID;
         do
             TRY(tr_get(r, &c));
-        while (c != '\r' && vchar_ws_obs(c));
+        while (c != '\r' && fuzz_value_byte(c));
         if (c != '\r')
             return R_INVALID;
         TRY(tr_get(r, &c));
@@ -333,7 +293,6 @@ static ssize_t ref_decode(struct ref *r)
     return (ssize_t)r->p;
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 3)

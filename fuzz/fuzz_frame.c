@@ -19,23 +19,9 @@
  *
  * Run: scripts/fuzz frame
  */
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <strings.h>
-
+#include "fuzz/fuzz.h"
 #include "server/frame.h"
 #include "server/http_parse.h"
-
-#define ASSERT(c)                                                           \
-    do {                                                                    \
-        if (!(c)) {                                                         \
-            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__,      \
-                    __LINE__, #c);                                          \
-            abort();                                                        \
-        }                                                                   \
-    } while (0)
 
 #define MAXF 64
 #define DATE "Tue, 01 Dec 2026 05:45:00 GMT"
@@ -47,12 +33,6 @@ struct part {
 
 /* ---- the rules, written apart from frame.c ----------------------------- */
 
-static int tchar(unsigned char c)
-{
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
-           (c >= 'A' && c <= 'Z') || (c && strchr("!#$%&'*+-.^_`|~", c));
-}
-
 static int ctl(unsigned char c)
 {
     return c < 0x20 || c == 0x7f;
@@ -60,7 +40,7 @@ static int ctl(unsigned char c)
 
 static int is(const struct part *f, const char *lit)
 {
-    return f->n == strlen(lit) && strncasecmp(f->p, lit, f->n) == 0;
+    return fuzz_name_is(f->p, f->n, lit);
 }
 
 static int expect_status(const struct part *s)
@@ -85,14 +65,14 @@ static int expect_field(const struct part *name, const struct part *val,
     if (!name->n)
         return 0;
     for (size_t i = 0; i < name->n; i++)
-        if (!tchar((unsigned char)name->p[i]))
+        if (!fuzz_tchar((unsigned char)name->p[i]))
             return 0;
     for (size_t i = 0; i < val->n; i++)
-        if (ctl((unsigned char)val->p[i]) && val->p[i] != '\t')
+        if (!fuzz_value_byte((unsigned char)val->p[i]))
             return 0;
     static const char *const hop[] = {"transfer-encoding", "keep-alive",
                                       "upgrade", "te", "trailer"};
-    for (size_t i = 0; i < sizeof hop / sizeof hop[0]; i++)
+    for (size_t i = 0; i < COUNT(hop); i++)
         if (is(name, hop[i]))
             return 0;
     if (is(name, "content-length")) {
@@ -151,9 +131,9 @@ static void read_head(const char *head, size_t n, struct seen *s)
         struct part name = {p, (size_t)(colon - p)};
         struct part val = {colon + 2, (size_t)(eol - colon - 2)};
         for (size_t i = 0; i < name.n; i++)
-            ASSERT(tchar((unsigned char)name.p[i]));
+            ASSERT(fuzz_tchar((unsigned char)name.p[i]));
         for (size_t i = 0; i < val.n; i++)
-            ASSERT(!ctl((unsigned char)val.p[i]) || val.p[i] == '\t');
+            ASSERT(fuzz_value_byte((unsigned char)val.p[i]));
         if (is(&name, "content-length")) {
             s->n_cl++;
             s->cl = strtoll(val.p, NULL, 10);
@@ -215,10 +195,8 @@ static void check_body(const struct wire *w, size_t off, const struct seen *s,
     }
     if (s->n_te) {
         struct srv_chunked st;
-        char *copy = malloc(n ? n : 1);
+        char *copy = fuzz_copy(b, n);
         size_t len = n;
-        if (n)
-            memcpy(copy, b, n);
         srv_chunked_init(&st);
         ASSERT(srv_chunked_decode(&st, copy, &len) == 0);
         ASSERT(len == alen && memcmp(copy, app, alen) == 0);
@@ -374,7 +352,6 @@ static void write_body(const struct resp *r, struct srv_framing *fr,
     free(app);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct resp *r;

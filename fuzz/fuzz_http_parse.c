@@ -15,39 +15,14 @@
  *
  * Run: scripts/fuzz http_parse
  */
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <strings.h>
-
+#include "fuzz/fuzz.h"
 #include "server/http_parse.h"
-
-#define ASSERT(c)                                                           \
-    do {                                                                    \
-        if (!(c)) {                                                         \
-            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__,      \
-                    __LINE__, #c);                                          \
-            abort();                                                        \
-        }                                                                   \
-    } while (0)
 
 #define NHDR 128
 
 static int in(const char *p, size_t n, const char *lo, const char *hi)
 {
     return p >= lo && p <= hi && n <= (size_t)(hi - p);
-}
-
-static int is_tchar(unsigned char c)
-{
-    return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') ||
-           (c && strchr("!#$%&'*+-.^_`|~", c));
-}
-
-static int is_vchar_or_ws(unsigned char c)
-{
-    return c == '\t' || c == ' ' || (c > 0x20 && c != 0x7f);
 }
 
 /* Fields an accepted head carries at most once (http_parse.c's
@@ -58,24 +33,6 @@ static const char *const singletons[] = {
     "if-modified-since", "if-unmodified-since", "max-forwards", "origin",
     "referer",
 };
-
-/* Fields an accepted trailer section never carries (refused_trailers). */
-static const char *const refused_trailers[] = {
-    "content-length", "transfer-encoding", "trailer", "connection",
-    "keep-alive", "proxy-connection", "te", "upgrade", "host",
-    "max-forwards", "forwarded", "x-forwarded-for", "x-forwarded-host",
-    "x-forwarded-proto", "cache-control", "pragma", "expect", "range",
-    "if-match", "if-none-match", "if-modified-since", "if-unmodified-since",
-    "if-range", "authorization", "proxy-authorization", "cookie",
-    "set-cookie", "content-encoding", "content-type", "content-range",
-};
-
-#define COUNT(a) (sizeof (a) / sizeof (a)[0])
-
-static int name_is(const char *p, size_t n, const char *lit)
-{
-    return n == strlen(lit) && strncasecmp(p, lit, n) == 0;
-}
 
 static void check_target_form(const struct srv_request *req)
 {
@@ -104,7 +61,7 @@ static void check_singletons(const struct srv_request *req)
     for (size_t k = 0; k < COUNT(singletons); k++) {
         int seen = 0;
         for (size_t i = 0; i < req->nheaders; i++)
-            seen += name_is(req->headers[i].name, req->headers[i].name_len, singletons[k]);
+            seen += fuzz_name_is(req->headers[i].name, req->headers[i].name_len, singletons[k]);
         ASSERT(seen <= 1);
     }
 }
@@ -142,7 +99,7 @@ static void check_head(const char *buf, size_t len, const struct srv_limits *lim
     ASSERT(req.status == 0 && req.error == NULL);
     ASSERT(req.method_len > 0 && in(req.method, req.method_len, buf, end));
     for (size_t i = 0; i < req.method_len; i++)
-        ASSERT(is_tchar((unsigned char)req.method[i]));
+        ASSERT(fuzz_tchar((unsigned char)req.method[i]));
     ASSERT(req.target_len > 0 && in(req.target, req.target_len, buf, end));
     ASSERT(req.target == req.method + req.method_len + 1);
     for (size_t i = 0; i < req.target_len; i++)
@@ -170,9 +127,9 @@ static void check_head(const char *buf, size_t len, const struct srv_limits *lim
         ASSERT(in(f->value, f->value_len, f->name + f->name_len + 1, end));
         ASSERT(f->name[f->name_len] == ':');
         for (size_t k = 0; k < f->name_len; k++)
-            ASSERT(is_tchar((unsigned char)f->name[k]));
+            ASSERT(fuzz_tchar((unsigned char)f->name[k]));
         for (size_t k = 0; k < f->value_len; k++)
-            ASSERT(is_vchar_or_ws((unsigned char)f->value[k]));
+            ASSERT(fuzz_value_byte((unsigned char)f->value[k]));
         if (f->value_len) {
             ASSERT(f->value[0] != ' ' && f->value[0] != '\t');
             ASSERT(f->value[f->value_len - 1] != ' ' && f->value[f->value_len - 1] != '\t');
@@ -221,8 +178,7 @@ static void decode(const char *src, size_t n, size_t step, size_t first,
             piece = first;
         else if (off && step && step < piece)
             piece = step;
-        char *b = malloc(piece ? piece : 1);
-        memcpy(b, src + off, piece);
+        char *b = fuzz_copy(src + off, piece);
         size_t len = piece;
         ssize_t r = srv_chunked_decode(&st, b, &len);
         ASSERT(r >= -2 && len <= piece);
@@ -281,8 +237,7 @@ static void check_accepted_trailers(const char *src, size_t n)
     while (*p != '\r') {
         const char *colon = memchr(p, ':', (size_t)(e - p));
         ASSERT(colon);
-        for (size_t k = 0; k < COUNT(refused_trailers); k++)
-            ASSERT(!name_is(p, (size_t)(colon - p), refused_trailers[k]));
+        ASSERT(!fuzz_refused_trailer(p, (size_t)(colon - p)));
         p = memchr(colon, '\n', (size_t)(e - colon));
         ASSERT(p);
         p++;
@@ -318,12 +273,10 @@ static void check_chunked(const char *src, size_t n, const struct srv_chunked *p
     free(o2);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     /* Exact-size copy: reading buf[size] is a heap overflow ASan reports. */
-    char *buf = malloc(size ? size : 1);
-    memcpy(buf, data, size);
+    char *buf = fuzz_copy(data, size);
 
     static const struct srv_limits tiny = {
         .max_request_line = 40, .max_header_size = 24, .max_headers = 4,

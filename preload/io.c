@@ -374,25 +374,22 @@ PL_EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
     PL_RETURN_FRAMED(pl_writev_coop(fd, iov, cnt));
 }
 
-/* recv/send: pass through if the caller asked for MSG_DONTWAIT itself, or
- * the fd is not a socket (libc then fails with ENOTSOCK as usual). */
-static inline struct pl_fd *pl_coop_sock(int fd, int flags)
-{
-    struct pl_fd *e;
-
-    if (flags & MSG_DONTWAIT)
-        return NULL;
-    e = pl_coop(fd);
-    return e && e->kind == PL_SOCKET ? e : NULL;
-}
-
 /* The pass-through test of the socket calls: outside green threads, or
  * MSG_DONTWAIT (the caller's, or the server's own: server/send.c). */
 #define PL_SOCK_PASS(flags) (pl_likely(!green_current()) || ((flags) & MSG_DONTWAIT))
 
+/* The cooperative half of recv/send (PL_SOCK_PASS said no): pass through
+ * too if the fd is not a socket (libc then fails with ENOTSOCK as usual). */
+static inline struct pl_fd *pl_coop_sock(int fd)
+{
+    struct pl_fd *e = pl_coop(fd);
+
+    return e && e->kind == PL_SOCKET ? e : NULL;
+}
+
 static PL_NOINLINE ssize_t pl_recv_coop(int fd, void *buf, size_t n, int flags)
 {
-    struct pl_fd *e = pl_coop_sock(fd, flags);
+    struct pl_fd *e = pl_coop_sock(fd);
 
     if (pl_likely(!e))
         return REAL(recv)(fd, buf, n, flags);
@@ -410,7 +407,7 @@ static PL_NOINLINE ssize_t pl_recvfrom_coop(int fd, void *buf, size_t n,
                                             int flags, struct sockaddr *addr,
                                             socklen_t *alen)
 {
-    struct pl_fd *e = pl_coop_sock(fd, flags);
+    struct pl_fd *e = pl_coop_sock(fd);
 
     if (pl_likely(!e))
         return REAL(recvfrom)(fd, buf, n, flags, addr, alen);
@@ -428,7 +425,7 @@ PL_EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags,
 
 static PL_NOINLINE ssize_t pl_recvmsg_coop(int fd, struct msghdr *m, int flags)
 {
-    struct pl_fd *e = pl_coop_sock(fd, flags);
+    struct pl_fd *e = pl_coop_sock(fd);
 
     if (pl_likely(!e))
         return REAL(recvmsg)(fd, m, flags);
@@ -445,7 +442,7 @@ PL_EXPORT ssize_t recvmsg(int fd, struct msghdr *m, int flags)
 static PL_NOINLINE ssize_t pl_send_coop(int fd, const void *buf, size_t n,
                                         int flags)
 {
-    struct pl_fd *e = pl_coop_sock(fd, flags);
+    struct pl_fd *e = pl_coop_sock(fd);
 
     if (pl_likely(!e))
         return REAL(send)(fd, buf, n, flags);
@@ -464,7 +461,7 @@ static PL_NOINLINE ssize_t pl_sendto_coop(int fd, const void *buf, size_t n,
                                           int flags, const struct sockaddr *addr,
                                           socklen_t alen)
 {
-    struct pl_fd *e = pl_coop_sock(fd, flags);
+    struct pl_fd *e = pl_coop_sock(fd);
 
     if (pl_likely(!e))
         return REAL(sendto)(fd, buf, n, flags, addr, alen);
@@ -483,7 +480,7 @@ PL_EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags,
 static PL_NOINLINE ssize_t pl_sendmsg_coop(int fd, const struct msghdr *m,
                                            int flags)
 {
-    struct pl_fd *e = pl_coop_sock(fd, flags);
+    struct pl_fd *e = pl_coop_sock(fd);
     struct msghdr copy;
 
     if (pl_likely(!e))

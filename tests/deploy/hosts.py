@@ -15,9 +15,13 @@ the test waits on that file and on HTTP probes, never on fixed sleeps.
 import os
 import re
 import signal
-import socket
 import subprocess
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
+from netclient import get  # noqa: E402
 
 START_TIMEOUT = 20.0    # seconds for a host to answer after its start
 STOP_TIMEOUT = 20.0     # seconds for a graceful stop (graceful_timeout is 10)
@@ -40,20 +44,6 @@ def alive(pid):
             return f.read().rpartition(")")[2].split()[0] != "Z"
     except OSError:
         return False
-
-
-def http_get(address, path, timeout=2.0):
-    """(status, body) of one GET on a new connection; raises OSError."""
-    with socket.create_connection(address, timeout=timeout) as s:
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n"
-                  .encode())
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    if not head.startswith(b"HTTP/1."):
-        raise OSError(f"not an HTTP answer: {data[:80]!r}")
-    return int(head.split()[1]), body.decode("latin-1")
 
 
 class Host:
@@ -93,8 +83,8 @@ class Host:
                 raise RuntimeError(f"{self.name} exited with status "
                                    f"{self.proc.returncode} at start:\n{self.log_tail()}")
             try:
-                status, body = http_get(self.address, "/health")
-                if status == 200 and body.startswith(self.name + " "):
+                status, body = get(self.address, "/health", timeout=2.0)
+                if status == 200 and body.startswith(f"{self.name} ".encode()):
                     return
             except OSError:
                 pass

@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 
 from conftest import PYTHON, child_env
+from netclient import free_port
 
 START_TIMEOUT = 30.0   # seconds a server gets to become ready
 STOP_TIMEOUT = 15.0    # seconds between a polite signal and SIGKILL
@@ -48,13 +49,6 @@ STOP_TIMEOUT = 15.0    # seconds between a polite signal and SIGKILL
 
 def is_root():
     return os.geteuid() == 0
-
-
-def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _stop_pid(proc, first=signal.SIGTERM, second=None, timeout=STOP_TIMEOUT):

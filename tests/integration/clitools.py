@@ -14,15 +14,13 @@ starting up on URL" lines; no fixed sleeps.
 import os
 import re
 import signal
-import socket
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import PRELOAD_FIRST, PYTHON, REPO, SO, child_env, preload_value
+from conftest import PRELOAD_FIRST, PYTHON, SO, Output, child_env, preload_value
 
 LAUNCHER = SO.parent / "libgreen"
 STARTUP_RE = re.compile(
@@ -30,6 +28,8 @@ STARTUP_RE = re.compile(
     re.M)
 SERVING_RE = r"^\((\d+)\) libgreen: master: (\d+) worker\(s\) serve"
 START_TIMEOUT = 20.0
+# Every test of test_cli.py and test_workers.py ends within this, or fails
+# (conftest's _time_limit, through each module's pytestmark).
 TIME_LIMIT = 60.0
 
 HELLO = '''
@@ -54,7 +54,7 @@ def command_env(extra=None):
     return env
 
 
-class Command:
+class Command(Output):
     """One run of the libgreen command."""
 
     def __init__(self, args, cwd, env=None, launcher=LAUNCHER):
@@ -64,37 +64,12 @@ class Command:
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE)
         self.pid = self.proc.pid
-        self._err = []
-        self._cond = threading.Condition()
         self._seen_pids = set()
-        self._threads = [threading.Thread(target=self._pump, args=(p, self._err),
-                                          daemon=True)
-                         for p in (self.proc.stderr,)]
-        self._out = []
-        self._threads.append(threading.Thread(
-            target=self._pump, args=(self.proc.stdout, self._out), daemon=True))
-        for t in self._threads:
-            t.start()
+        super().__init__(self.proc)
 
-    def _pump(self, pipe, sink):
-        for line in iter(pipe.readline, b""):
-            text = line.decode("utf-8", "replace")
-            with self._cond:
-                sink.append(text)
-                for m in STARTUP_RE.finditer(text):
-                    self._seen_pids.add(int(m.group(1)))
-                self._cond.notify_all()
-        pipe.close()
-
-    @property
-    def stderr(self):
-        with self._cond:
-            return "".join(self._err)
-
-    @property
-    def stdout(self):
-        with self._cond:
-            return "".join(self._out)
+    def _line(self, text):
+        for m in STARTUP_RE.finditer(text):
+            self._seen_pids.add(int(m.group(1)))
 
     def wait_for(self, pattern, timeout=START_TIMEOUT, count=1, since=0):
         """Waits until pattern (regex) matched count times on stderr (from
@@ -107,7 +82,7 @@ class Command:
                 if len(found) >= count:
                     return found
                 if time.monotonic() >= end or (self.proc.poll() is not None
-                                               and not any(t.is_alive() for t in self._threads)):
+                                               and not any(t.is_alive() for t in self._readers)):
                     pytest.fail(f"no {count} x {pattern!r} within {timeout} s; "
                                 f"exit status {self.proc.poll()}; stderr:\n{''.join(self._err)}")
                 self._cond.wait(0.05)
@@ -151,8 +126,7 @@ class Command:
 
     def wait(self, timeout=20.0):
         rc = self.proc.wait(timeout=timeout)
-        for t in self._threads:
-            t.join(timeout=2)
+        self._join_readers()
         return rc
 
     def send(self, sig):
@@ -179,8 +153,7 @@ class Command:
                 os.kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-        for t in self._threads:
-            t.join(timeout=2)
+        self._join_readers()
 
 
 def run(args, cwd, env=None, timeout=30, launcher=LAUNCHER):
@@ -189,32 +162,6 @@ def run(args, cwd, env=None, timeout=30, launcher=LAUNCHER):
                        stdin=subprocess.DEVNULL, capture_output=True,
                        timeout=timeout)
     return r.returncode, r.stdout.decode(), r.stderr.decode()
-
-
-def free_port(host="127.0.0.1"):
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def get(address, path="/", timeout=10.0, headers=None):
-    """One GET on a new connection: (status, body)."""
-    if isinstance(address, str):
-        s = socket.socket(socket.AF_UNIX)
-        s.settimeout(timeout)
-        s.connect(address)
-    else:
-        s = socket.create_connection(address, timeout=timeout)
-    with s:
-        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}\r\n"
-                  .encode())
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
 
 
 def write_app(directory, name, source):
@@ -237,28 +184,6 @@ def libgreen(tmp_path):
     yield start
     for cmd in started:
         cmd.stop(timeout=10)
-
-
-@pytest.fixture(autouse=True)
-def _cli_time_limit(request):
-    """Bounds every test in time (SIGALRM), as conftest does for the
-    server tests."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    mark = request.node.get_closest_marker("time_limit")
-    limit = mark.args[0] if mark else TIME_LIMIT
-
-    def expired(signum, frame):
-        pytest.fail(f"test exceeded its time limit of {limit} s")
-
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, limit)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def require_launcher():

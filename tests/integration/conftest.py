@@ -159,7 +159,51 @@ if __name__ == "__main__":
 '''
 
 
-class Server:
+class Output:
+    """A child's stderr and stdout (those of proc's that are pipes), read
+    line by line as they come by threads of their own, so a chatty child
+    never blocks on a full pipe; _cond is notified at every line. A
+    subclass's _line(text) sees each line as it arrives."""
+
+    def __init__(self, proc):
+        self._err = []
+        self._out = []
+        self._cond = threading.Condition()
+        self._readers = [
+            threading.Thread(target=self._pump, args=(pipe, sink), daemon=True)
+            for pipe, sink in ((proc.stderr, self._err), (proc.stdout, self._out))
+            if pipe is not None]
+        for t in self._readers:
+            t.start()
+
+    def _pump(self, pipe, sink):
+        for line in iter(pipe.readline, b""):
+            text = line.decode("utf-8", "replace")
+            with self._cond:
+                sink.append(text)
+                self._line(text)
+                self._cond.notify_all()
+        pipe.close()
+
+    def _line(self, text):
+        pass
+
+    def _join_readers(self):
+        for t in self._readers:
+            t.join(timeout=2)
+
+    @property
+    def stderr(self):
+        with self._cond:
+            return "".join(self._err)
+
+    @property
+    def stdout(self):
+        with self._cond:
+            return "".join(self._out)
+
+
+class Server(Output):
     """One server process. Attributes: proc, pid, port (None for Unix
     sockets), address (what to connect to), state (its STATE dir)."""
 
@@ -169,37 +213,9 @@ class Server:
         self.state = Path(state)
         self.address = address
         self.port = address[1] if isinstance(address, tuple) else None
-        self._err = []
-        self._out = []
-        self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
-        self._readers = [
-            threading.Thread(target=self._pump, args=(proc.stderr, self._err),
-                             daemon=True),
-            threading.Thread(target=self._pump, args=(proc.stdout, self._out),
-                             daemon=True),
-        ]
-        for t in self._readers:
-            t.start()
+        super().__init__(proc)
 
     # ---- output ------------------------------------------------------
-    def _pump(self, pipe, sink):
-        for line in iter(pipe.readline, b""):
-            with self._cond:
-                sink.append(line.decode("utf-8", "replace"))
-                self._cond.notify_all()
-        pipe.close()
-
-    @property
-    def stderr(self):
-        with self._lock:
-            return "".join(self._err)
-
-    @property
-    def stdout(self):
-        with self._lock:
-            return "".join(self._out)
-
     def wait_output(self, pattern, timeout=5.0, stream="stderr"):
         """Waits until `pattern` (regex) appears on stderr (or stdout);
         returns the match or None after timeout."""
@@ -216,7 +232,7 @@ class Server:
     def clear_output(self):
         """Forgets what stderr and stdout held so far (later assertions
         then see only what came after)."""
-        with self._lock:
+        with self._cond:
             self._err.clear()
             self._out.clear()
 
@@ -271,8 +287,7 @@ class Server:
     def wait(self, timeout=STOP_TIMEOUT):
         """Waits for exit; returns the exit status (raises TimeoutExpired)."""
         rc = self.proc.wait(timeout=timeout)
-        for t in self._readers:
-            t.join(timeout=2)
+        self._join_readers()
         return rc
 
     def stop(self, sig=signal.SIGTERM, timeout=STOP_TIMEOUT):
@@ -290,8 +305,7 @@ class Server:
                 except ProcessLookupError:
                     pass
                 self.proc.wait(timeout=timeout)
-        for t in self._readers:
-            t.join(timeout=2)
+        self._join_readers()
         return self.proc.returncode
 
 
@@ -493,16 +507,21 @@ TEST_TIME_LIMIT = float(os.environ.get("LIBGREEN_TEST_TIME_LIMIT", "60"))
 
 @pytest.fixture(autouse=True)
 def _time_limit(request):
-    """Bounds every server test in time (Debian's pytest has no
-    pytest-timeout): SIGALRM fails the test, whatever it is blocked in,
-    after TEST_TIME_LIMIT seconds (a test may change it with
-    @pytest.mark.time_limit(seconds))."""
-    if (threading.current_thread() is not threading.main_thread()
-            or not request.node.fspath.basename.startswith("test_server_")):
-        yield  # only the server suite's tests; the others keep their own
-        return
+    """Bounds a test in time (Debian's pytest has no pytest-timeout):
+    SIGALRM fails the test, whatever it is blocked in. A server test
+    (test_server_*) gets TEST_TIME_LIMIT seconds; a test marked
+    @pytest.mark.time_limit(seconds), itself or through its module's
+    pytestmark, gets that; any other test runs unbounded."""
     mark = request.node.get_closest_marker("time_limit")
-    limit = mark.args[0] if mark else TEST_TIME_LIMIT
+    if mark:
+        limit = mark.args[0]
+    elif request.node.fspath.basename.startswith("test_server_"):
+        limit = TEST_TIME_LIMIT
+    else:
+        limit = None
+    if limit is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
     def expired(signum, frame):
         pytest.fail(f"test exceeded its time limit of {limit} s",

@@ -32,6 +32,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from netclient import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"
 SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
@@ -46,13 +48,6 @@ def find_nginx():
 
 def find_apache():
     return shutil.which("apache2", path=SBIN_PATH)
-
-
-def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def substitute(text, replacements, source):

@@ -9,7 +9,6 @@ import pwd
 import signal
 import socket
 import subprocess
-import sys
 import shutil
 import tempfile
 import textwrap
@@ -17,11 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from clitools import (HELLO, LAUNCHER, SERVING_RE, Command, free_port, get,
-                      libgreen, require_launcher, run, write_app)
+from clitools import (HELLO, LAUNCHER, TIME_LIMIT, Command, libgreen, require_launcher, run,
+                      write_app)
 from conftest import PYTHON, REPO, SO, child_env
+from netclient import free_port, get
 
 require_launcher()
+pytestmark = pytest.mark.time_limit(TIME_LIMIT)
 
 ENV_APP = '''
 import json, os

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import socket
 import threading
 import time
 
@@ -20,20 +19,9 @@ import pytest
 
 SIG_TRACE = signal.SIGRTMIN + 1
 SIG_STATS = signal.SIGRTMIN + 2
-LIMIT = 60  # seconds any one test may take
-
-
-@pytest.fixture(autouse=True)
-def _bounded():
-    """Fails a test that outlives LIMIT, whatever it is blocked in (the
-    server fixture then kills its server by PID)."""
-    def expired(signum, frame):
-        pytest.fail(f"test exceeded its time limit of {LIMIT} s")
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, LIMIT)
-    yield
-    signal.setitimer(signal.ITIMER_REAL, 0)
-    signal.signal(signal.SIGALRM, old)
+# A test that outlives 60 s fails, whatever it is blocked in (conftest's
+# _time_limit; the server fixture then kills its server by PID).
+pytestmark = pytest.mark.time_limit(60)
 
 
 APP = r'''

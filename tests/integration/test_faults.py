@@ -32,30 +32,15 @@ from conftest import PYTHON, SO, child_env
 
 HEAVY = os.environ.get("LIBGREEN_FAULTS_HEAVY", "") not in ("", "0")
 
-pytestmark = pytest.mark.skipif(not SO.is_file(),
-                                reason=f"{SO} not found: run `make` first")
+# Every test here ends within its limit, whatever it is blocked in
+# (conftest's _time_limit).
+pytestmark = [pytest.mark.skipif(not SO.is_file(),
+                                 reason=f"{SO} not found: run `make` first"),
+              pytest.mark.time_limit(240 if HEAVY else 60)]
 
 _soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 if _soft < _hard:
     resource.setrlimit(resource.RLIMIT_NOFILE, (_hard, _hard))
-
-
-@pytest.fixture(autouse=True)
-def _time_limit():
-    """Every test here ends within its limit, whatever it is blocked in
-    (the server suite's own limit covers only test_server_* files)."""
-    limit = 240 if HEAVY else 60
-
-    def expired(signum, frame):
-        pytest.fail(f"test exceeded its time limit of {limit} s")
-
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, limit)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 # ---- what the server process costs -------------------------------------

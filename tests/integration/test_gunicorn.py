@@ -16,15 +16,13 @@ import re
 import signal
 import subprocess
 import textwrap
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, SO, child_env
+from conftest import PYTHON, SO, Output, child_env
 
-TIME_LIMIT = 60  # seconds per test, whatever it waits on
 
 APP = r'''
 import os, time
@@ -53,21 +51,11 @@ pytestmark = [
     pytest.mark.skipif(not SO.is_file(), reason=f"{SO} not built"),
     pytest.mark.skipif(not have_gunicorn(),
                        reason=f"{PYTHON} has no gunicorn (apt install gunicorn)"),
+    pytest.mark.time_limit(60),  # seconds per test, whatever it waits on
 ]
 
 
-@pytest.fixture(autouse=True)
-def _time_limit():
-    def expired(signum, frame):
-        pytest.fail(f"test exceeded its time limit of {TIME_LIMIT} s")
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, TIME_LIMIT)
-    yield
-    signal.setitimer(signal.ITIMER_REAL, 0)
-    signal.signal(signal.SIGALRM, old)
-
-
-class Gunicorn:
+class Gunicorn(Output):
     """A gunicorn master and its workers. workers(): the PIDs that booted,
     in order; port: where it listens."""
 
@@ -79,25 +67,13 @@ class Gunicorn:
             cwd=tmp, env=child_env(), stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.pid = self.proc.pid
-        self._out = []
-        self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._pump, daemon=True)
-        self._reader.start()
+        super().__init__(self.proc)
         m = self.wait_output(r"Listening at: http://127\.0\.0\.1:(\d+)")
         assert m, self.output
         self.port = int(m.group(1))
         assert self.wait_output(r"\(\d+\) wsgi starting up on"), self.output
 
-    def _pump(self):
-        for line in iter(self.proc.stdout.readline, b""):
-            with self._cond:
-                self._out.append(line.decode("utf-8", "replace"))
-                self._cond.notify_all()
-
-    @property
-    def output(self):
-        with self._cond:
-            return "".join(self._out)
+    output = Output.stdout  # stderr goes there too
 
     def wait_output(self, pattern, timeout=15, count=1):
         """The count-th match of pattern in the output so far, waiting up
@@ -138,7 +114,7 @@ class Gunicorn:
                 os.kill(self.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
         self.kill_workers()
-        self._reader.join(timeout=5)
+        self._join_readers()
         return self.proc.returncode
 
     def kill_workers(self):

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import PYTHON, child_env
-from clitools import get
+from netclient import get
 
 SCRIPT = '''
 import os, sys, libgreen

@@ -15,10 +15,12 @@ import time
 
 import pytest
 
-from clitools import HELLO, SERVING_RE, get, libgreen, require_launcher, write_app
+from clitools import HELLO, TIME_LIMIT, libgreen, require_launcher, write_app
 from conftest import PYTHON, child_env
+from netclient import get
 
 require_launcher()
+pytestmark = pytest.mark.time_limit(TIME_LIMIT)
 
 # Every request blocks its worker's hub for 0.1 s (a busy loop holds the
 # GIL and never yields): the other worker must take the next connection.

@@ -7,13 +7,19 @@ line; every process it started is killed by PID at the end (the master,
 and each worker that printed its start-up line).
 """
 
+import functools
 import os
 import re
 import signal
-import socket
 import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
+import netclient  # noqa: E402
+from netclient import free_port  # noqa: E402,F401 (for the tests)
 
 START_TIMEOUT = 30.0
 SERVING_RE = re.compile(r"^\((\d+)\) libgreen: master: (\d+) worker\(s\) serve", re.M)
@@ -62,28 +68,9 @@ def write_app_project(directory):
     return directory
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get(address, path="/", timeout=20.0):
-    """One GET on a new connection to (host, port) or a Unix socket path:
-    (status, body)."""
-    if isinstance(address, str):
-        s = socket.socket(socket.AF_UNIX)
-        s.settimeout(timeout)
-        s.connect(address)
-    else:
-        s = socket.create_connection(address, timeout=timeout)
-    with s:
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
+# One GET over TCP or a Unix socket: (status, body). A package's first
+# requests may take a while (a fresh interpreter, nobody's cold caches).
+get = functools.partial(netclient.get, timeout=20.0)
 
 
 def concurrent_gets(address, n, path):
