@@ -225,8 +225,8 @@ static int srv_set_request(PyObject *env, const struct srv_conn *c,
         srv_set(env, k_raddr, PyUnicode_FromString(cl->addr)) < 0 ||
         srv_set(env, k_rport, PyUnicode_FromString(c->remote_port)) < 0 ||
         PyDict_SetItem(env, k_input, input) < 0 ||
-        (cl->scheme && PyDict_SetItem(env, k_scheme, cl->scheme[4] ? s_https
-                                                                   : s_http) < 0))
+        (cl->scheme && PyDict_SetItem(env, k_scheme, strcmp(cl->scheme, "https") == 0
+                                                         ? s_https : s_http) < 0))
         return -1;
     return 0;
 }

@@ -13,11 +13,11 @@
  * to graceful_timeout seconds, and returns. Other signals reach their
  * Python handlers through a periodic tick that attaches the main thread
  * state; the same tick calls the heartbeat once a second and flushes the
- * access log. An
- * exception from a handler or the heartbeat stops the server at once -
- * requests in progress are abandoned - and server() raises it: Python
- * code that raises wants out now, and a graceful stop is what SIGTERM
- * is for (gunicorn's worker turns SIGQUIT into such an exception).
+ * access log. An exception from a handler or the heartbeat stops the
+ * server at once - requests in progress are abandoned - and server()
+ * raises it: Python code that raises wants out now, and a graceful stop
+ * is what SIGTERM is for (gunicorn's worker turns SIGQUIT into such an
+ * exception).
  */
 #include <errno.h>
 #include <fcntl.h>
