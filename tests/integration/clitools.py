@@ -28,7 +28,7 @@ STARTUP_RE = re.compile(
     re.M)
 SERVING_RE = r"^\((\d+)\) libgreen: master: (\d+) worker\(s\) serve"
 START_TIMEOUT = 20.0
-# Every test of test_cli.py and test_workers.py ends within this, or fails
+# Every test of test_cli.py and test_workers*.py ends within this, or fails
 # (conftest's _time_limit, through each module's pytestmark).
 TIME_LIMIT = 60.0
 

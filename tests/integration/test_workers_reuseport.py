@@ -17,12 +17,14 @@ import time
 
 import pytest
 
-from clitools import HELLO, Command, LAUNCHER, get, libgreen, \
+from clitools import HELLO, TIME_LIMIT, Command, LAUNCHER, libgreen, \
     require_launcher, run, write_app
 from conftest import PYTHON, SO, child_env
+from netclient import get
 from test_workers import SLEEPY, Load
 
 require_launcher()
+pytestmark = pytest.mark.time_limit(TIME_LIMIT)
 
 CONNECTIONS = 200
 
