@@ -133,9 +133,12 @@ struct hub {
     int tfd;
     int tfd_state;                    /* 0 not made, 1 made, -1 failed */
 
-    /* finished stacks kept for the next spawn of the default size */
+    /* finished stacks kept for the next spawn of the default size, and
+     * the rest of the slab new ones are cut from (hub/stack.c) */
     void **stack_pool;
     size_t stack_pool_len, stack_pool_cap;
+    char *stack_slab;                 /* the next stack's guard */
+    size_t stack_slab_left;           /* stacks still to cut there */
 
     struct green_stats stats;
     struct green *all, *all_tail;     /* every live green thread */
