@@ -4,6 +4,7 @@ plan and its time, measure every cell for every round, write the report.
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -56,6 +57,11 @@ def spread_only(plan, n):
     return 0
 
 
+def _stop_on_signal(signum, frame):
+    raise SystemExit("side-by-side: stopped by %s; every process it started "
+                     "is stopped" % signal.Signals(signum).name)
+
+
 def main(argv=None):
     args, plan = plan_mod.parse(sys.argv[1:] if argv is None else argv)
     if args.list:
@@ -81,6 +87,11 @@ def main(argv=None):
     describe(plan)
     if args.estimate:
         return 0
+    # SIGTERM/SIGHUP (a CI timeout, a closed terminal) end the run as
+    # Ctrl-C does, through the finally blocks that stop every server,
+    # wrk and PostgreSQL by PID; the default action left them running.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _stop_on_signal)
     shutil.rmtree(os.path.join(plan.out, "logs"), ignore_errors=True)
     os.makedirs(os.path.join(plan.out, "logs"))
     data = {"meta": report.machine(plan), "runs": [], "scale": []}
