@@ -198,20 +198,29 @@ class Load:
             sock.close()
 
 
+def reload_thrice(cmd):
+    """Three SIGHUPs half a second apart, each waited for until its two
+    new workers serve and the old ones are gone: the new generations'
+    pids, in order."""
+    generations = []
+    for n in range(3):
+        time.sleep(0.5)
+        mark = cmd.mark()
+        before = set(cmd.worker_pids())
+        cmd.send(signal.SIGHUP)
+        cmd.wait_for(r"reloaded: worker\(s\) (\d+), (\d+) serve", since=mark)
+        new = cmd.wait_workers(lambda p: len(p) == 2 and not set(p) & before)
+        generations.append(set(new))
+    return generations
+
+
 @pytest.mark.time_limit(90)
 def test_reload_under_load_fails_no_request(libgreen, tmp_path):
     cmd, addr = start(libgreen, tmp_path, SLEEPY, workers=2)
     generations = [set(cmd.worker_pids())]
     t0 = time.monotonic()
     with Load(addr) as load:
-        for n in range(3):
-            time.sleep(0.5)
-            mark = cmd.mark()
-            before = set(cmd.worker_pids())
-            cmd.send(signal.SIGHUP)
-            cmd.wait_for(r"reloaded: worker\(s\) (\d+), (\d+) serve", since=mark)
-            new = cmd.wait_workers(lambda p: len(p) == 2 and not set(p) & before)
-            generations.append(set(new))
+        generations += reload_thrice(cmd)
         time.sleep(0.5)
         with load.lock:
             served_by_last = load.pids & generations[-1]

@@ -21,7 +21,7 @@ from clitools import HELLO, TIME_LIMIT, Command, LAUNCHER, libgreen, \
     require_launcher, run, write_app
 from conftest import PYTHON, SO, child_env
 from netclient import get
-from test_workers import SLEEPY, Load
+from test_workers import SLEEPY, Load, reload_thrice
 
 require_launcher()
 pytestmark = pytest.mark.time_limit(TIME_LIMIT)
@@ -148,13 +148,7 @@ def test_reload_and_worker_exit_under_load_fail_no_request(libgreen, tmp_path):
     inodes = listening_inodes(addr[1])
     t0 = time.monotonic()
     with Load(addr) as load:
-        for n in range(3):
-            time.sleep(0.5)
-            mark = cmd.mark()
-            before = set(cmd.worker_pids())
-            cmd.send(signal.SIGHUP)
-            cmd.wait_for(r"reloaded: worker\(s\) (\d+), (\d+) serve", since=mark)
-            cmd.wait_workers(lambda p: len(p) == 2 and not set(p) & before)
+        reload_thrice(cmd)
         time.sleep(0.5)
         victim, other = cmd.worker_pids()
         mark = cmd.mark()
