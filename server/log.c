@@ -242,6 +242,11 @@ void srv_alog_tick(struct srv_server *srv)
     }
 }
 
+size_t srv_alog_record_size(const struct srv_server *srv)
+{
+    return srv->alog ? srv_logfmt_record_size(srv->alog->fmt) : 0;
+}
+
 void srv_alog_capture(const struct srv_server *srv, const struct srv_request *req,
                       struct srv_logreq *lr)
 {
@@ -252,15 +257,23 @@ void srv_alog_capture(const struct srv_server *srv, const struct srv_request *re
 void srv_log_access(struct srv_server *srv, const struct srv_logreq *lr)
 {
     struct srv_alog *a = srv->alog;
-    char line[SRV_LOG_LINE_MAX];
+    char *line;
     size_t n;
 
     if (!a)
         return;
     if (!a->buf) {
+        /* On the heap, not the stack: a 4 KiB line here took every
+         * request 2 KiB past its stack's first page, and a pooled stack
+         * keeps each page it once touched (4 KiB more per request in
+         * flight). Not one buffer for all: the write may park. */
+        line = PyMem_RawMalloc(SRV_LOG_LINE_MAX);
+        if (!line)
+            return; /* no memory for a log line: the request still stands */
         n = srv_logfmt_render(a->fmt, lr, srv_clf_date(), ev_time() - lr->started,
                               line);
         srv_write_all(a, line, n);
+        PyMem_RawFree(line);
         return;
     }
     if (SRV_ALOG_BUF - a->len < SRV_LOG_LINE_MAX)

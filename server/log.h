@@ -38,6 +38,9 @@ struct srv_logfmt;
  * one this log can write, or with MemoryError. */
 SRV_HIDDEN struct srv_logfmt *srv_logfmt_new(const char *format);
 SRV_HIDDEN void srv_logfmt_free(struct srv_logfmt *f);
+/* Bytes of a struct srv_logreq whose value[] has room for the headers f
+ * prints, and no more: a request holds its record while it runs. */
+SRV_HIDDEN size_t srv_logfmt_record_size(const struct srv_logfmt *f);
 /* Copies the header values f prints from req into lr (lr->value_len[i]
  * = -1 for each one req does not have). */
 SRV_HIDDEN void srv_logfmt_capture(const struct srv_logfmt *f,
@@ -61,6 +64,8 @@ SRV_HIDDEN void srv_alog_tick(struct srv_server *srv);
 SRV_HIDDEN void srv_alog_capture(const struct srv_server *srv,
                                  const struct srv_request *req,
                                  struct srv_logreq *lr);
+/* srv_logfmt_record_size of the log's format; 0 when the log is off. */
+SRV_HIDDEN size_t srv_alog_record_size(const struct srv_server *srv);
 /* One line for a finished request (nothing when the log is off). */
 SRV_HIDDEN void srv_log_access(struct srv_server *srv, const struct srv_logreq *lr);
 

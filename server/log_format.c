@@ -12,6 +12,7 @@
  * the line this server wrote before formats existed.
  */
 #include <stdio.h>
+#include <stddef.h>
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
@@ -207,6 +208,11 @@ void srv_logfmt_free(struct srv_logfmt *f)
     PyMem_RawFree(f->text);
     PyMem_RawFree(f->steps);
     PyMem_RawFree(f);
+}
+
+size_t srv_logfmt_record_size(const struct srv_logfmt *f)
+{
+    return offsetof(struct srv_logreq, value) + f->nheaders * sizeof(char[SRV_LOG_VALUE_MAX]);
 }
 
 void srv_logfmt_capture(const struct srv_logfmt *f, const struct srv_request *req,

@@ -101,7 +101,11 @@ struct srv_line {
 static void srv_line_copy(struct srv_line *l, struct srv_conn *c,
                           const struct srv_request *req, double started)
 {
-    l->log = c->srv->alog ? PyMem_RawMalloc(sizeof *l->log) : NULL;
+    size_t record = srv_alog_record_size(c->srv); /* 0: no access log */
+
+    /* Sized to the headers the format prints: the whole struct (2 KiB of
+     * header values) was RSS for every request in flight. */
+    l->log = record ? PyMem_RawMalloc(record) : NULL;
     l->req = *req;
     l->req.method_len = req->method_len < sizeof l->method - 1
                             ? req->method_len : sizeof l->method - 1;
