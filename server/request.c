@@ -87,10 +87,10 @@ static void srv_log_app_error(struct srv_conn *c, const struct srv_request *req)
  * (HEAD, version) and the log lines use this copy instead, cut to what
  * the log prints; with it go the client as trusted proxies tell it
  * (forwarded.c) and, with an access log, the header values it prints.
- * The log record (2 KiB) is on the heap and only with an access log:
- * on the green thread's stack it pushed the app's frames a page deeper,
- * and every page a request's stack touches is RSS while it is in
- * flight. */
+ * The log record exists only with an access log, on the heap and sized
+ * to the headers the format prints: on the green thread's stack it
+ * pushed the app's frames a page deeper, and with room for every header
+ * it was 2 KiB of RSS for each request in flight. */
 struct srv_line {
     struct srv_request req;     /* no path, query or headers */
     char method[33], target[801];
@@ -103,8 +103,6 @@ static void srv_line_copy(struct srv_line *l, struct srv_conn *c,
 {
     size_t record = srv_alog_record_size(c->srv); /* 0: no access log */
 
-    /* Sized to the headers the format prints: the whole struct (2 KiB of
-     * header values) was RSS for every request in flight. */
     l->log = record ? PyMem_RawMalloc(record) : NULL;
     l->req = *req;
     l->req.method_len = req->method_len < sizeof l->method - 1
@@ -248,10 +246,10 @@ static void srv_run_app(struct srv_resp *r, const struct srv_request *req,
 
     if (srv_call_app(&call, r, req, input, cl) < 0) {
         srv_app_failed(r, input);
-        r->close_after = 1;
+        r->fr.close_after = 1;
         /* A body that ends at the close (HTTP/1.0, no length) and was cut
          * short would look whole after a FIN: reset instead. */
-        if (r->head_sent && !r->no_body && !r->chunked && r->content_length < 0)
+        if (r->head_sent && !r->fr.no_body && !r->fr.chunked && r->fr.content_length < 0)
             r->c->reset = 1;
     }
     srv_call_end(&call);
@@ -295,12 +293,12 @@ static int srv_handle(struct srv_conn *c, struct srv_request *req, size_t head_l
     bad = srv_input_check(input, &why);
     if (bad) {
         r->code = bad;
-        r->close_after = 1;
+        r->fr.close_after = 1;
         srv_send_error(c, bad, why);
     } else {
         srv_run_app(r, req, input, &line.client);
     }
-    keep = srv_input_finish(input) && !r->close_after && !r->failed;
+    keep = srv_input_finish(input) && !r->fr.close_after && !r->failed;
     Py_DECREF(input);
     srv_line_log(&line, srv, r->code ? r->code : 500, r->body_sent);
     r->c = NULL;

@@ -201,9 +201,9 @@ static PyObject *srv_start_response(PyObject *self, PyObject *const *args,
     if (srv_check_start(&st, args[0], args[1]) < 0)
         return NULL;
     r->code = st.code;
-    r->content_length = st.h.content_length;
+    r->fr.content_length = st.h.content_length;
     r->app_cl = st.h.app_cl;
-    r->close_after = st.h.close_after;
+    r->fr.close_after = st.h.close_after;
     Py_XSETREF(r->status, Py_NewRef(args[0]));
     Py_XSETREF(r->headers, Py_NewRef(args[1]));
     r->started = 1;
@@ -218,18 +218,12 @@ static void srv_choose_framing(struct srv_resp *r, size_t blen, int final)
 {
     const struct srv_request *req = r->req;
     const struct srv_server *srv = r->c->srv;
-    struct srv_framing f = {.content_length = r->content_length,
-                            .close_after = r->close_after};
 
-    srv_framing_choose(&f, r->code,
+    srv_framing_choose(&r->fr, r->code,
                        req->method_len == 4 && memcmp(req->method, "HEAD", 4) == 0,
                        req->minor,
                        req->keep_alive && !srv->stopping && srv->opt.keepalive > 0,
                        blen, final);
-    r->content_length = f.content_length;
-    r->chunked = f.chunked;
-    r->close_after = f.close_after;
-    r->no_body = f.no_body;
 }
 
 /* ---- the head ----------------------------------------------------------- */
@@ -240,8 +234,6 @@ static int srv_head(const struct srv_resp *r, struct srv_buf *b)
 {
     Py_ssize_t n = PyList_GET_SIZE(r->headers), slen;
     const char *status = srv_str_bytes(r->status, &slen, "the status");
-    struct srv_framing f = {r->content_length, r->chunked, r->close_after,
-                            r->no_body};
     unsigned seen = 0;
 
     if (!status)
@@ -258,7 +250,7 @@ static int srv_head(const struct srv_resp *r, struct srv_buf *b)
         if (srv_head_field(b, name, (size_t)nl, val, (size_t)vl, &seen) < 0)
             goto nomem;
     }
-    if (srv_head_end(b, &f, r->code, r->app_cl, r->req->minor, seen,
+    if (srv_head_end(b, &r->fr, r->code, r->app_cl, r->req->minor, seen,
                      srv_http_date()) < 0)
         goto nomem;
     return 0;
@@ -285,10 +277,10 @@ static int srv_send_head(struct srv_resp *r, const char *body, size_t blen,
         goto out;
     iov[0].iov_base = b.p;
     iov[0].iov_len = b.len;
-    if (r->no_body)
+    if (r->fr.no_body)
         blen = 0;
     if (blen)
-        cnt += srv_frame_body(r->chunked, iov + 1, line, body, blen);
+        cnt += srv_frame_body(r->fr.chunked, iov + 1, line, body, blen);
     r->head_sent = 1;
     rc = srv_send_all(c, iov, cnt, c->srv->opt.body_timeout);
     if (rc < 0)
@@ -310,18 +302,18 @@ static int srv_send_body(struct srv_resp *r, const char *p, size_t n)
     char line[SRV_CHUNK_LINE];
     int cnt;
 
-    if (n == 0 || r->no_body)
+    if (n == 0 || r->fr.no_body)
         return 0;
-    if (r->content_length >= 0 && r->body_sent + n > (uint64_t)r->content_length) {
+    if (r->fr.content_length >= 0 && r->body_sent + n > (uint64_t)r->fr.content_length) {
         fprintf(stderr, "libgreen: the app sent more than its Content-Length "
                 "(%lld bytes); the extra bytes were dropped and the "
-                "connection closed\n", (long long)r->content_length);
-        n = (size_t)((uint64_t)r->content_length - r->body_sent);
-        r->close_after = 1;
+                "connection closed\n", (long long)r->fr.content_length);
+        n = (size_t)((uint64_t)r->fr.content_length - r->body_sent);
+        r->fr.close_after = 1;
         if (n == 0)
             return 0;
     }
-    cnt = srv_frame_body(r->chunked, iov, line, p, n);
+    cnt = srv_frame_body(r->fr.chunked, iov, line, p, n);
     if (srv_send_all(r->c, iov, cnt, r->c->srv->opt.body_timeout) < 0) {
         r->failed = 1;
         return -1;
@@ -335,17 +327,17 @@ static int srv_send_body(struct srv_resp *r, const char *p, size_t n)
  * cannot tell it from a cut one anyway). */
 void srv_resp_finish(struct srv_resp *r)
 {
-    if (r->chunked && !r->no_body) {
+    if (r->fr.chunked && !r->fr.no_body) {
         struct iovec end = {(void *)SRV_LAST_CHUNK, sizeof SRV_LAST_CHUNK - 1};
         if (srv_send_all(r->c, &end, 1, r->c->srv->opt.body_timeout) < 0)
             r->failed = 1;
     }
-    if (r->content_length >= 0 && !r->no_body &&
-        r->body_sent < (uint64_t)r->content_length) {
+    if (r->fr.content_length >= 0 && !r->fr.no_body &&
+        r->body_sent < (uint64_t)r->fr.content_length) {
         fprintf(stderr, "libgreen: the app sent %llu of the %lld body bytes "
                 "its Content-Length promised; closing the connection\n",
-                (unsigned long long)r->body_sent, (long long)r->content_length);
-        r->close_after = 1;
+                (unsigned long long)r->body_sent, (long long)r->fr.content_length);
+        r->fr.close_after = 1;
     }
 }
 
@@ -432,7 +424,7 @@ struct srv_resp *srv_resp_new(struct srv_conn *c, const struct srv_request *req)
     memset(&r->c, 0, sizeof *r - offsetof(struct srv_resp, c));
     r->c = c;
     r->req = req;
-    r->content_length = -1;
+    r->fr.content_length = -1;
     return r;
 }
 
@@ -562,13 +554,13 @@ static int srv_sendfile(struct srv_resp *r, struct srv_filewrapper *fw)
         }
     }
     left = st.st_size > pos ? (uint64_t)(st.st_size - pos) : 0;
-    if (r->content_length >= 0 && (uint64_t)r->content_length < left)
-        left = (uint64_t)r->content_length;
-    if (r->content_length < 0)
-        r->content_length = (int64_t)left;
+    if (r->fr.content_length >= 0 && (uint64_t)r->fr.content_length < left)
+        left = (uint64_t)r->fr.content_length;
+    if (r->fr.content_length < 0)
+        r->fr.content_length = (int64_t)left;
     if (srv_send_head(r, NULL, 0, 0) < 0)
         return -1;
-    if (r->no_body)
+    if (r->fr.no_body)
         return 1;
     off = (off_t)pos;
     while (left) {
@@ -583,7 +575,7 @@ static int srv_sendfile(struct srv_resp *r, struct srv_filewrapper *fw)
             continue;
         }
         if (n == 0) {
-            r->close_after = 1; /* the file shrank under us */
+            r->fr.close_after = 1; /* the file shrank under us */
             break;
         }
         if (errno == EINTR)

@@ -5,24 +5,25 @@
 #ifndef LIBGREEN_SERVER_RESPONSE_H
 #define LIBGREEN_SERVER_RESPONSE_H
 
+#include "server/frame.h"
 #include "server/py.h"
 
 struct srv_resp {
     PyObject_HEAD
     /* srv_resp_new zeroes every field from here on, then sets c, req and
-     * content_length */
+     * fr.content_length */
     struct srv_conn *c;         /* NULL once the request is over */
     const struct srv_request *req;
     PyObject *status;           /* str, from start_response */
     PyObject *headers;          /* list */
     int started;                /* start_response was called */
     int head_sent;
-    int chunked;                /* we frame the body as chunks */
-    int close_after;            /* Connection: close, or framing needs it */
-    int no_body;                /* HEAD, 1xx, 204, 304 */
+    /* How the body travels (frame.c): content_length from the app or
+     * computed, -1 if none; chunked; close_after (Connection: close, or
+     * the framing needs it); no_body (HEAD, 1xx, 204, 304). */
+    struct srv_framing fr;
     int failed;                 /* the connection is broken */
     int code;
-    int64_t content_length;     /* from the app or computed, -1 if none */
     int app_cl;                 /* the app's headers carry Content-Length */
     uint64_t body_sent;         /* body bytes (excluding framing) */
 };
